@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Debian packages the Python wheels need but do not ship: open3d loads libusb-1.0.so.0.
+set -euo pipefail
+missing=()
+ldconfig -p | grep -q 'libusb-1.0.so.0' || missing+=(libusb-1.0-0)
+[ ${#missing[@]} -eq 0 ] && exit 0
+echo "installing Debian packages: ${missing[*]}"
+if [ "$(id -u)" -eq 0 ]; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+elif command -v sudo >/dev/null 2>&1; then
+  sudo apt-get update -qq
+  sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+else
+  echo "error: x23d_ros needs the Debian packages ${missing[*]}; install them as root: apt-get install ${missing[*]}" >&2
+  exit 1
+fi

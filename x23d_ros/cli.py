@@ -1,0 +1,55 @@
+"""`x23d`: the command-line tools of the ROS-agnostic core (simulate, train, evaluate, ...).
+
+Each sub-command lives with the module that does the work and registers itself here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import sys
+
+import numpy as np
+import torch
+
+from x23d_ros import __version__
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    """Print versions and the compute device, as JSON: the first thing to attach to a bug report."""
+    info = {
+        "x23d_ros": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "cuda_available": torch.cuda.is_available(),
+        "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "cpu_threads": torch.get_num_threads(),
+    }
+    print(json.dumps(info, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="x23d", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"x23d_ros {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    info = sub.add_parser("info", help="versions and compute device as JSON")
+    info.set_defaults(func=_cmd_info)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
