@@ -1,0 +1,340 @@
+"""The procedural lumbar spine: T12 to the sacrum inside a soft-tissue body, as a CT volume.
+
+`generate(seed)` returns an `Anatomy` whose L1–L5 are labelled 1–5. T12 with its 12th ribs,
+the sacrum and the iliac wings are bone in the HU volume but labelled 0: they are the
+neighbours that a real X-ray shows and that the network must tell apart from L1 and L5.
+
+Random variables (all in `SpineParams`): build, per-level morphometry (`morphometry`),
+lumbar lordosis and sacral slope, mild scoliosis and axial rotation, disc degeneration and
+osteophytes, bone density, body size and fat, bowel gas. Same seed → same volume, bit for bit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from x23d_ros.anatomy import LEVELS, Anatomy, sdf
+from x23d_ros.anatomy.body import BodyShape, draw_body, soft_tissue_hu
+from x23d_ros.anatomy.morphometry import LUMBAR, LevelShape, sample_levels
+from x23d_ros.anatomy.vertebra import VertebraShape, draw_details, vertebra_sdf
+from x23d_ros.geometry import rotation_matrix
+
+GENERATOR_VERSION = "procedural-1"
+
+# Share of the disc part of the lordosis per segment, L1L2..L5S1 (estimate: caudal-heavy).
+_LORDOSIS_SHARE = np.array([0.10, 0.15, 0.20, 0.25, 0.30])
+
+
+@dataclass(frozen=True)
+class SpineParams:
+    """Ranges of the random variables; (low, high) are uniform, single floats are SDs."""
+
+    build_sd: float = 0.06
+    morphometry_spread: float = 0.6
+    sacral_slope_deg: tuple[float, float] = (30.0, 50.0)  # estimate
+    # L1–S1 lordosis = sacral slope + this (balanced spines: L1's endplate near level), estimate
+    lordosis_over_slope_deg: tuple[float, float] = (0.0, 20.0)
+    scoliosis_sd_deg: float = 2.0  # per segment, coronal
+    axial_rotation_sd_deg: float = 2.5  # per vertebra
+    degeneration: tuple[float, float] = (0.0, 0.6)  # chance of osteophytes per level
+    disc_collapse: tuple[float, float] = (0.5, 1.0)  # height factor of a degenerated disc
+    cortical_hu: tuple[float, float] = (900.0, 1500.0)
+    cortical_mm: tuple[float, float] = (1.0, 1.6)
+    margin_mm: float = 10.0
+
+
+@dataclass
+class _Bone:
+    name: str
+    label: int
+    R: np.ndarray  # local axes as columns, in the patient frame
+    centre: np.ndarray
+    half: np.ndarray  # half extent of the local box
+    offset: np.ndarray  # box centre relative to `centre`, local
+    fn: object  # local points (*, 3) → signed distance (*,)
+    cancellous_hu: float
+
+
+def _chain(levels: list[LevelShape], rng: np.random.Generator, p: SpineParams) -> tuple[dict, list]:
+    """Place S1's endplate, then each vertebra upwards through its disc (lordotic chain).
+
+    Returns the frames {name: (R, centre, disc below)} and the discs [(R, centre, rx, ry, half_h)].
+    """
+    sacral_slope = np.radians(rng.uniform(*p.sacral_slope_deg))
+    lordosis = sacral_slope + np.radians(rng.uniform(*p.lordosis_over_slope_deg))
+    vertebral = sum(np.arctan2(s.height_anterior - s.height_posterior, s.depth) for s in levels)
+    disc_wedges = np.clip(lordosis - vertebral, 0.0, None) * _LORDOSIS_SHARE
+    R = rotation_matrix([1, 0, 0], sacral_slope)  # S1 endplate faces anterior-superior
+    top = np.zeros(3)
+    frames = {"S1": (R.copy(), top.copy())}
+    discs = []
+    ex, ey, ez = np.eye(3)
+    for i in reversed(range(5)):
+        s = levels[i]
+        disc = s.disc_below
+        top = top + R @ (ez * disc / 2)
+        R = R @ rotation_matrix(ex, -disc_wedges[i])
+        R = R @ rotation_matrix(ey, np.radians(p.scoliosis_sd_deg * rng.standard_normal()))
+        # The disc fills the wedge between the endplates; bone overwrites any overlap.
+        half_h = disc / 2 + 0.5 * s.depth * np.tan(disc_wedges[i] / 2) + 1.5
+        discs.append((R.copy(), top.copy(), s.width / 2, s.depth / 2, half_h))
+        top = top + R @ (ez * disc / 2)
+        wedge = np.arctan2(s.height_anterior - s.height_posterior, s.depth)
+        centre = top + R @ (ez * s.height / 2)
+        R_local = R @ rotation_matrix(ex, -wedge / 2)
+        twist = rotation_matrix(ez, np.radians(p.axial_rotation_sd_deg * rng.standard_normal()))
+        frames[s.name] = (R_local @ twist, centre, disc)
+        R = R @ rotation_matrix(ex, -wedge)
+        top = centre + R @ (ez * s.height / 2)
+    frames["T12_base"] = (R, top)
+    return frames, discs
+
+
+def _t12_shape(l1: LevelShape) -> LevelShape:
+    """T12 resembles a small L1 with short transverse processes (it carries the 12th ribs)."""
+    scaled = {k: v * 0.95 if isinstance(v, float) else v for k, v in asdict(l1).items()}
+    scaled.update(
+        name="T12", transverse_span=0.7 * l1.transverse_span, disc_below=0.85 * l1.disc_below
+    )
+    return LevelShape(**scaled)
+
+
+def _sacrum_sdf(l5: LevelShape):
+    rx, ry = 0.52 * l5.width, 0.5 * l5.depth
+
+    def fn(q: np.ndarray) -> np.ndarray:
+        body = sdf.elliptic_cylinder(q - np.array([0, 0, -14.0]), rx, ry, 14.0)
+        mass = sdf.capsule(
+            q, np.array([0, 8.0, -20]), np.array([0, 35.0, -75]), np.array([24.0, 14.0])
+        )
+        d = sdf.smooth_union(body, mass, 6.0)
+        for side in (-1.0, 1.0):
+            ala = sdf.ellipsoid(
+                q, np.array([side * (rx + 14), 10.0, -22]), np.array([26.0, 22, 24])
+            )
+            d = sdf.smooth_union(d, ala, 6.0)
+        return d
+
+    return fn
+
+
+def _rib_sdf(t12: LevelShape):
+    def fn(q: np.ndarray) -> np.ndarray:
+        d = np.full(q.shape[:-1], 1e3)
+        for side in (-1.0, 1.0):
+            tip = np.array(
+                [side * t12.transverse_span / 2, t12.depth / 2 + t12.canal_depth + 4, 4.0]
+            )
+            mid = tip + np.array([side * 38.0, -6.0, -26.0])
+            end = mid + np.array([side * 22.0, -30.0, -34.0])
+            d = np.minimum(d, sdf.capsule(q, tip, mid, np.array([4.5, 4.0])))
+            d = np.minimum(d, sdf.capsule(q, mid, end, np.array([4.0, 3.0])))
+        return d
+
+    return fn
+
+
+def _ilium_sdf(half_width: float, crest_z: float):
+    """Iliac wings: thin curved shells lateral to L5 and S1, cut at the crest."""
+
+    def fn(q: np.ndarray) -> np.ndarray:
+        d = np.full(q.shape[:-1], 1e3)
+        for side in (-1.0, 1.0):
+            centre = np.array([side * half_width, 30.0, crest_z - 75.0])
+            shell = np.abs(sdf.ellipsoid(q, centre, np.array([34.0, 70.0, 80.0]))) - 3.5
+            wing = np.maximum(shell, q[..., 2] - crest_z)
+            wing = np.maximum(wing, side * (centre[0] - q[..., 0]))  # lateral half only
+            d = np.minimum(d, wing)
+        return d
+
+    return fn
+
+
+def _bones(levels, frames, rng, p: SpineParams, body: BodyShape) -> list[_Bone]:
+    degeneration = rng.uniform(*p.degeneration)
+    bones = []
+    for s in levels:
+        R, centre, _ = frames[s.name]
+        v = draw_details(s, rng, degeneration)
+        bones.append(
+            _Bone(
+                s.name,
+                LEVELS[s.name],
+                R,
+                centre,
+                v.half_extent,
+                v.centre_offset,
+                lambda q, v=v: vertebra_sdf(q, v),
+                s.cancellous_hu,
+            )
+        )
+    R, top = frames["T12_base"]
+    t12 = _t12_shape(levels[0])
+    centre = top + R @ np.array([0, 0, t12.disc_below + t12.height / 2])
+    v = draw_details(t12, rng, degeneration)
+    bones.append(
+        _Bone(
+            "T12",
+            0,
+            R,
+            centre,
+            v.half_extent,
+            v.centre_offset,
+            lambda q, v=v: vertebra_sdf(q, v),
+            levels[0].cancellous_hu,
+        )
+    )
+    bones.append(
+        _Bone(
+            "ribs12",
+            0,
+            R,
+            centre,
+            np.array([110.0, 60, 80]),
+            np.array([0, 0.0, -30]),
+            _rib_sdf(t12),
+            250.0,
+        )
+    )
+    R_s, top_s = frames["S1"]
+    bones.append(
+        _Bone(
+            "sacrum",
+            0,
+            R_s,
+            top_s,
+            np.array([80.0, 70, 70]),
+            np.array([0, 20.0, -40]),
+            _sacrum_sdf(levels[4]),
+            levels[4].cancellous_hu,
+        )
+    )
+    crest_z = frames["L4"][1][2] - 0.5 * levels[3].height - 0.5 * levels[3].disc_below
+    eye = np.eye(3)
+    half_width = body.pelvis_half_width
+    bones.append(
+        _Bone(
+            "ilium",
+            0,
+            eye,
+            np.array([0, 0.0, crest_z]),
+            np.array([half_width + 45, 90, 85]),
+            np.array([0, 30.0, -75]),
+            _ilium_sdf(half_width, crest_z),
+            200.0,
+        )
+    )
+    return bones
+
+
+def generate(seed: int, spacing_mm: float = 1.0, params: SpineParams | None = None) -> Anatomy:
+    """A procedural lumbar spine CT (`Anatomy`) for `seed`, at isotropic `spacing_mm`."""
+    p = params or SpineParams()
+    rng = np.random.default_rng(seed)
+    build = 1.0 + p.build_sd * rng.standard_normal()
+    levels = sample_levels(rng, size=build, spread=p.morphometry_spread)
+    for i, s in enumerate(levels):  # degenerated discs collapse
+        if rng.random() < 0.3:
+            levels[i] = LevelShape(
+                **{**asdict(s), "disc_below": s.disc_below * rng.uniform(*p.disc_collapse)}
+            )
+    frames, discs = _chain(levels, rng, p)
+    body = draw_body(rng, build, frames)
+    bones = _bones(levels, frames, rng, p, body)
+
+    lo, hi = body.bounds_mm(frames, margin=p.margin_mm)
+    shape = np.ceil((hi - lo) / spacing_mm).astype(int) + 1
+    affine = np.diag([spacing_mm, spacing_mm, spacing_mm, 1.0])
+    affine[:3, 3] = lo
+
+    soft = soft_tissue_hu(body, shape, affine, rng)
+    for R, mid, rx, ry, half_h in discs:
+        _paint_disc(soft, affine, R, mid, rx, ry, half_h, rng)
+
+    bone_d = np.full(shape, 1e3, dtype=np.float32)
+    labels = np.zeros(shape, dtype=np.uint8)
+    cancellous = np.zeros(shape, dtype=np.float32)
+    for bone in bones:
+        _rasterise(bone, bone_d, labels, cancellous, affine)
+
+    cortical_hu = rng.uniform(*p.cortical_hu)
+    cortical_mm = rng.uniform(*p.cortical_mm)
+    texture = ndimage.gaussian_filter(rng.standard_normal(shape).astype(np.float32), 1.2) * 2.5
+    interior = cancellous * (1.0 + 0.35 * texture)
+    shell = np.clip((bone_d + cortical_mm) / 0.8, 0.0, 1.0)  # 1 in the cortex, 0 deep inside
+    bone_hu = shell * cortical_hu + (1.0 - shell) * interior
+    occupancy = np.clip(0.5 - bone_d / spacing_mm, 0.0, 1.0)
+    hu = occupancy * bone_hu + (1.0 - occupancy) * soft
+    hu = ndimage.gaussian_filter(hu, 0.6).astype(np.float32)  # the CT's point-spread
+    labels[bone_d > 0] = 0
+    meta = {
+        "generator": GENERATOR_VERSION,
+        "build": float(build),
+        "levels": [asdict(s) for s in levels],
+        "cortical_hu": float(cortical_hu),
+    }
+    return Anatomy(hu=hu, labels=labels, affine=affine, source="procedural", seed=seed, meta=meta)
+
+
+def _block(affine: np.ndarray, shape, centre_mm: np.ndarray, R: np.ndarray, half: np.ndarray):
+    """Index slices of the grid that cover a rotated box, and the mm coordinates of its voxels."""
+    corners = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)]) * half
+    mm = corners @ R.T + centre_mm
+    spacing = np.diag(affine)[:3]
+    lo = np.maximum(np.floor((mm.min(0) - affine[:3, 3]) / spacing).astype(int), 0)
+    hi = np.minimum(np.ceil((mm.max(0) - affine[:3, 3]) / spacing).astype(int) + 1, shape)
+    if np.any(hi <= lo):
+        return None, None
+    axes = [affine[a, 3] + spacing[a] * np.arange(lo[a], hi[a]) for a in range(3)]
+    grid = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1)
+    return tuple(slice(lo[a], hi[a]) for a in range(3)), grid
+
+
+def _rasterise(bone: _Bone, bone_d, labels, cancellous, affine) -> None:
+    box_centre = bone.centre + bone.R @ bone.offset
+    slices, grid = _block(affine, bone_d.shape, box_centre, bone.R, bone.half)
+    if slices is None:
+        return
+    local = sdf.transform(grid, bone.R, bone.centre).astype(np.float32)
+    d = _banded(bone.fn, local, spacing_mm=float(affine[0, 0]))
+    wins = d < bone_d[slices]
+    bone_d[slices] = np.where(wins, d, bone_d[slices])
+    labels[slices] = np.where(wins, bone.label, labels[slices])
+    cancellous[slices] = np.where(wins, bone.cancellous_hu, cancellous[slices])
+
+
+def _banded(
+    fn, local: np.ndarray, spacing_mm: float, band_mm: float = 3.0, stride: int = 3
+) -> np.ndarray:
+    """fn on a (a, b, c, 3) grid: exact within `band_mm` of the surface, interpolated elsewhere.
+
+    A signed distance changes by at most the distance moved, so linear interpolation from a
+    grid `stride` voxels apart is off by less than stride·spacing·√3 away from the surface,
+    where only its sign and rough depth matter (occupancy, cortex vs cancellous core).
+    """
+    shape = local.shape[:3]
+    knots = [np.unique(np.r_[0:n:stride, n - 1]) for n in shape]
+    coarse = fn(local[np.ix_(*knots)]).astype(np.float32)
+    coords = np.meshgrid(
+        *(np.interp(np.arange(n), k, np.arange(len(k))) for n, k in zip(shape, knots, strict=True)),
+        indexing="ij",
+    )
+    d = ndimage.map_coordinates(coarse, coords, order=1, mode="nearest")
+    near = np.abs(d) < band_mm + stride * spacing_mm * np.sqrt(3)
+    d[near] = fn(local[near])
+    return d
+
+
+def _paint_disc(soft, affine, R, mid, rx, ry, half_h, rng) -> None:
+    slices, grid = _block(affine, soft.shape, mid, R, np.array([rx + 2, ry + 2, half_h + 2]))
+    if slices is None:
+        return
+    d = sdf.elliptic_cylinder(sdf.transform(grid, R, mid), rx, ry, half_h)
+    disc_hu = rng.uniform(70.0, 100.0)
+    soft[slices] = np.where(d < 0, disc_hu, soft[slices])
+
+
+__all__ = ["GENERATOR_VERSION", "LUMBAR", "SpineParams", "VertebraShape", "generate"]
