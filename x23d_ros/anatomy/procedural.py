@@ -279,23 +279,9 @@ def generate(seed: int, spacing_mm: float = 1.0, params: SpineParams | None = No
     return Anatomy(hu=hu, labels=labels, affine=affine, source="procedural", seed=seed, meta=meta)
 
 
-def _block(affine: np.ndarray, shape, centre_mm: np.ndarray, R: np.ndarray, half: np.ndarray):
-    """Index slices of the grid that cover a rotated box, and the mm coordinates of its voxels."""
-    corners = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)]) * half
-    mm = corners @ R.T + centre_mm
-    spacing = np.diag(affine)[:3]
-    lo = np.maximum(np.floor((mm.min(0) - affine[:3, 3]) / spacing).astype(int), 0)
-    hi = np.minimum(np.ceil((mm.max(0) - affine[:3, 3]) / spacing).astype(int) + 1, shape)
-    if np.any(hi <= lo):
-        return None, None
-    axes = [affine[a, 3] + spacing[a] * np.arange(lo[a], hi[a]) for a in range(3)]
-    grid = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1)
-    return tuple(slice(lo[a], hi[a]) for a in range(3)), grid
-
-
 def _rasterise(bone: _Bone, bone_d, labels, cancellous, affine) -> None:
     box_centre = bone.centre + bone.R @ bone.offset
-    slices, grid = _block(affine, bone_d.shape, box_centre, bone.R, bone.half)
+    slices, grid = sdf.grid_block(affine, bone_d.shape, box_centre, bone.R, bone.half)
     if slices is None:
         return
     local = sdf.transform(grid, bone.R, bone.centre).astype(np.float32)
@@ -329,7 +315,9 @@ def _banded(
 
 
 def _paint_disc(soft, affine, R, mid, rx, ry, half_h, rng) -> None:
-    slices, grid = _block(affine, soft.shape, mid, R, np.array([rx + 2, ry + 2, half_h + 2]))
+    slices, grid = sdf.grid_block(
+        affine, soft.shape, mid, R, np.array([rx + 2, ry + 2, half_h + 2])
+    )
     if slices is None:
         return
     d = sdf.elliptic_cylinder(sdf.transform(grid, R, mid), rx, ry, half_h)

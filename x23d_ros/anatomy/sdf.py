@@ -56,3 +56,23 @@ def smooth_union(d1: np.ndarray, d2: np.ndarray, k: float) -> np.ndarray:
 def transform(p: np.ndarray, R: np.ndarray, t: np.ndarray) -> np.ndarray:
     """Points expressed in a local frame whose axes are R's columns, at origin t."""
     return (p - t) @ R
+
+
+def grid_block(affine: np.ndarray, shape, centre_mm: np.ndarray, R: np.ndarray, half: np.ndarray):
+    """Index slices of the grid that cover a rotated box, and the mm coordinates of its voxels.
+
+    The grid's affine must be axis-aligned (diagonal spacing plus origin), as every volume the
+    project builds or resamples is. Returns (None, None) if the box misses the grid.
+    """
+    if np.count_nonzero(affine[:3, :3] - np.diag(np.diag(affine[:3, :3]))):
+        raise ValueError("grid_block needs an axis-aligned affine")
+    corners = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)]) * half
+    mm = corners @ R.T + centre_mm
+    spacing = np.diag(affine)[:3]
+    lo = np.maximum(np.floor((mm.min(0) - affine[:3, 3]) / spacing).astype(int), 0)
+    hi = np.minimum(np.ceil((mm.max(0) - affine[:3, 3]) / spacing).astype(int) + 1, shape)
+    if np.any(hi <= lo):
+        return None, None
+    axes = [affine[a, 3] + spacing[a] * np.arange(lo[a], hi[a]) for a in range(3)]
+    grid = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1)
+    return tuple(slice(lo[a], hi[a]) for a in range(3)), grid
