@@ -39,6 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     info = sub.add_parser("info", help="versions and compute device as JSON")
     info.set_defaults(func=_cmd_info)
+
+    from x23d_ros.data import simulate
+
+    sim = sub.add_parser("simulate", help="paired synthetic/realistic shots → HDF5 shards")
+    simulate.add_arguments(sim)
+    sim.set_defaults(func=simulate.run)
     return parser
 
 

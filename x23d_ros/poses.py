@@ -32,7 +32,7 @@ class PoseParams:
     sdd_mm: tuple[float, float] = (950.0, 1050.0)
     source_iso_mm: tuple[float, float] = (530.0, 650.0)  # DeepDRR Cios: 530; xreg Cios Fusion: ≈632
     detector_mm: tuple[float, float] = (280.0, 310.0)  # 30 cm flat panel or a 12" intensifier
-    iso_offset_mm: tuple[float, float, float] = (10.0, 10.0, 25.0)  # SD in x, y, z
+    iso_offset_mm: tuple[float, float, float] = (10.0, 10.0, 15.0)  # SD in x, y, z
     strict_sd_deg: float = 2.0  # how well a "strict" AP or lateral is aligned
     deviation_deg: tuple[float, float] = (8.0, 25.0)  # deviated AP/lateral shots
     oblique_deg: tuple[float, float] = (25.0, 55.0)
@@ -116,7 +116,7 @@ def sample_views(
         kinds = list(CONFIGURATIONS[configuration])[:n]
     else:
         raise ValueError(
-            f"unknown configuration {configuration!r}; expected random or one of {sorted(CONFIGURATIONS)}"
+            f"unknown configuration {configuration!r}; expected random or {sorted(CONFIGURATIONS)}"
         )
     kinds += [KINDS[i] for i in rng.integers(0, len(KINDS), n - len(kinds))]
     return [sample_pose(k, centre_mm, rng, p) for k in kinds]

