@@ -65,7 +65,9 @@ def contact_sheet(shard: Path, png: Path, case_name: str | None = None) -> Path:
             for name, lines in contours.items():
                 for line in lines:
                     ax.plot(line[:, 0], line[:, 1], color=LEVEL_COLOURS[name], linewidth=0.8)
-            ax.set_title(f"{case.view_kinds[v]} · {title}", fontsize=8)
+            ax.set_xlim(-0.5, image.shape[1] - 0.5)
+            ax.set_ylim(image.shape[0] - 0.5, -0.5)
+            ax.set_title(f"{case.view_kinds[v]} · {title}", fontsize=8, pad=2)
             ax.axis("off")
     handles = [plt.Line2D([], [], color=c, label=n) for n, c in LEVEL_COLOURS.items()]
     fig.legend(handles=handles, loc="lower center", ncol=5, fontsize=8, frameon=False)

@@ -53,12 +53,12 @@ class RealisticParams:
     vignetting: Range = (0.1, 0.35)
     collimator_radius: Range = (0.8, 1.0)  # fraction of the half width
     shutter_margin: Range = (0.0, 0.15)  # fraction of the width, per side (flat panel)
-    range_compression: Range = (0.0, 0.7)
+    range_compression: Range = (0.3, 0.8)
     edge_enhancement: Range = (0.0, 1.5)
     gamma: Range = (0.75, 1.3)
     invert_probability: float = 0.5
-    window_low_pct: Range = (0.5, 3.0)
-    window_high_pct: Range = (97.0, 99.8)
+    window_low_pct: Range = (0.5, 5.0)
+    window_high_pct: Range = (95.0, 99.8)
 
 
 @dataclass(frozen=True)
@@ -184,14 +184,23 @@ def fluoroscopy(
         image = image * (1.0 - fx.vignetting * radius**2)
         if distortion and (fx.pincushion or fx.s_distortion_rad):
             image = _distort(image, fx.pincushion, fx.s_distortion_rad)
-    return _display(image, field, field & (radius <= 0.6), fx)
+    # C-arms meter and window on a central measuring field, about a third of the diameter.
+    return _display(image, field, field & (radius <= 0.35), fx, pixel_mm)
 
 
 def _display(
-    image: torch.Tensor, field: torch.Tensor, roi: torch.Tensor, fx: ShotEffects
+    image: torch.Tensor, field: torch.Tensor, roi: torch.Tensor, fx: ShotEffects, pixel_mm: float
 ) -> torch.Tensor:
-    """−log, then the auto-window from the histogram of the central region, as C-arms do."""
+    """−log, range compression, edge enhancement, then the auto-window of the central region."""
     attenuation = -torch.log(torch.clamp(image, min=1e-4))
+    fill = attenuation[roi].mean() if roi.any() else attenuation.mean()
+    attenuation = torch.where(field, attenuation, fill)  # keep the shutters out of the filters
+    if fx.range_compression:
+        background = _gaussian_blur(attenuation, 25.0 / pixel_mm, downsample=True)
+        attenuation = attenuation - fx.range_compression * background
+    if fx.edge_enhancement:
+        detail = attenuation - _gaussian_blur(attenuation, 1.5 / pixel_mm)
+        attenuation = attenuation + fx.edge_enhancement * detail
     inside = attenuation[roi] if roi.any() else attenuation.flatten()
     lo = torch.quantile(inside[:: max(1, inside.numel() // 100_000)], fx.window_low_pct / 100)
     hi = torch.quantile(inside[:: max(1, inside.numel() // 100_000)], fx.window_high_pct / 100)
