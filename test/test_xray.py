@@ -89,7 +89,7 @@ def test_each_vertebras_projected_centroid_falls_on_its_footprint_centroid():
 @pytest.fixture(scope="module")
 def paired():
     """One shot of a bone bead in a water body, rendered in both domains (no warp, no metal)."""
-    anatomy = _phantom(3.0, centre_mm=(4.0, 5.0, -6.0), body_mm=12.0)
+    anatomy = _phantom(3.0, centre_mm=(2.0, 3.0, -3.0), body_mm=12.0)
     K, T = _ap_camera()
     params = RenderParams(
         realistic=RealisticParams(
@@ -97,6 +97,10 @@ def paired():
             photons_per_mm2=(5000.0, 5000.0),
             intensifier_probability=0.0,  # flat panel, shutters fully open: no collimation
             shutter_margin=(0.0, 0.0),
+            # Display filters move no pixel, but edge enhancement lets the body's rim outshine
+            # the bead that this test finds by its brightness.
+            range_compression=(0.0, 0.0),
+            edge_enhancement=(0.0, 0.0),
         ),
         instruments=InstrumentParams(case_probability=0.0),
     )
@@ -104,7 +108,7 @@ def paired():
         anatomy, K, T[None], 96, 0.6, np.random.default_rng(3), params, distortion=False
     )
     P = g.projection_matrix(K, T)
-    return rendered, g.project(P, np.array([4.0, 5.0, -6.0]))[0]
+    return rendered, g.project(P, np.array([2.0, 3.0, -3.0]))[0]
 
 
 def _peak_centroid(image: np.ndarray, share: float) -> np.ndarray:

@@ -49,38 +49,40 @@ def cast(
     image_size: int,
     params: RenderParams = RenderParams(),
     device: str | torch.device = "cpu",
-) -> tuple[torch.Tensor, torch.Tensor]:
+    synthetic_only: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Ray-cast one case's shots: synthetic μ·L (B, H, W) and areal densities (B, 4, H, W) in
     g/cm² of bone, soft tissue, titanium and iron.
 
     Bone and metal need the fine grid but fill a small part of it, so they are cast from a
     1-voxel-margin crop around them; soft tissue is smooth and everywhere, so it is cast from
     a 2×2×2-averaged copy at twice the step (averaging preserves its line integrals).
+    With `synthetic_only`, only the bone-only channel is cast and the areal densities are None.
     """
     hu = torch.from_numpy(np.ascontiguousarray(anatomy.hu, dtype=np.float32))
     synthetic = torch.where(
         hu > params.synthetic.bone_threshold_hu, MU_WATER_PER_MM * (1.0 + hu / 1000.0), 0.0
     )
+    if synthetic_only:
+        fine_volume, fine_affine = _crop([synthetic], anatomy.affine)
+        out = line_integrals(
+            fine_volume.to(device),
+            fine_affine,
+            K,
+            T_ref_source,
+            image_size,
+            image_size,
+            params.step_mm,
+        )
+        return out[:, 0], None
     bone, soft = decompose(hu)
     fine = [synthetic, bone / 10]
     metals = [
         torch.from_numpy(m) / 10 if m is not None and m.any() else None for m in (titanium, iron)
     ]
     fine += [m for m in metals if m is not None]
-    occupied = torch.stack(fine).amax(0) > 0
-    if occupied.any():
-        idx = [
-            torch.nonzero(occupied.any(dim=tuple(d for d in range(3) if d != a))).flatten()
-            for a in range(3)
-        ]
-        lo = [max(int(i.min()) - 1, 0) for i in idx]
-        hi = [min(int(i.max()) + 2, n) for i, n in zip(idx, hu.shape, strict=True)]
-    else:
-        lo, hi = [0, 0, 0], [1, 1, 1]
-    crop = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
-    fine_affine = anatomy.affine.copy()
-    fine_affine[:3, 3] = anatomy.affine[:3, :3] @ np.array(lo) + anatomy.affine[:3, 3]
-    fine_volume = torch.stack([c[crop] for c in fine]).to(device)
+    fine_volume, fine_affine = _crop(fine, anatomy.affine)
+    fine_volume = fine_volume.to(device)
     fine_out = line_integrals(
         fine_volume, fine_affine, K, T_ref_source, image_size, image_size, params.step_mm
     )
@@ -104,6 +106,25 @@ def cast(
             areal[:, 2 + m] = fine_out[:, channel]
             channel += 1
     return fine_out[:, 0], areal
+
+
+def _crop(channels: list[torch.Tensor], affine: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
+    """The channels stacked and cropped to where any is non-zero (plus one voxel), with the
+    crop's affine."""
+    occupied = torch.stack(channels).amax(0) > 0
+    shape = occupied.shape
+    lo, hi = [0, 0, 0], [1, 1, 1]
+    if occupied.any():
+        idx = [
+            torch.nonzero(occupied.any(dim=tuple(d for d in range(3) if d != a))).flatten()
+            for a in range(3)
+        ]
+        lo = [max(int(i.min()) - 1, 0) for i in idx]
+        hi = [min(int(i.max()) + 2, n) for i, n in zip(idx, shape, strict=True)]
+    crop = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+    cropped_affine = affine.copy()
+    cropped_affine[:3, 3] = affine[:3, :3] @ np.array(lo) + affine[:3, 3]
+    return torch.stack([c[crop] for c in channels]), cropped_affine
 
 
 def render_shots(
