@@ -9,7 +9,7 @@ export AMENT_PREFIX_PATH := $(abspath $(VENV))$(if $(AMENT_PREFIX_PATH),:$(AMENT
 # Only the CPU build of torch: from the wheel on this machine's disk, else from PyTorch's CPU index.
 TORCH_SOURCE := $(if $(wildcard /opt/wheels/torch-2.13.0+cpu-*.whl),--find-links /opt/wheels,--extra-index-url https://download.pytorch.org/whl/cpu)
 
-.PHONY: setup test lint demo format lock clean
+.PHONY: setup test lint demo bench format lock clean
 
 setup: $(STAMP)
 	@$(PY) tools/link_share.py $(VENV) >/dev/null
@@ -34,6 +34,10 @@ test: lint
 
 demo: setup
 	$(VENV)/bin/x23d-ros demo
+
+# Speed and accuracy figures: JSON and Markdown under bench/results/.
+bench: setup
+	$(PY) bench/run.py
 
 format: setup
 	$(VENV)/bin/ruff format .

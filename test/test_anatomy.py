@@ -52,3 +52,9 @@ def test_intensities_span_air_fat_soft_tissue_and_bone(spine):
     shell = bone & ~ndimage.binary_erosion(bone)
     assert hu[shell].mean() > hu[core].mean() + 100  # cortex brighter than cancellous core
     assert 100 < np.median(hu[core]) < 500
+
+
+def test_forty_seeds_all_make_a_complete_spine():
+    for seed in range(40):
+        spine = generate(1000 + seed, spacing_mm=5.0)
+        assert spine.present_levels == ["L1", "L2", "L3", "L4", "L5"], seed

@@ -61,11 +61,13 @@ def draw_body(rng: np.random.Generator, build: float, frames: dict) -> BodyShape
         pelvis_half_width=build * rng.uniform(62.0, 78.0),
         z_range=(z_lo, z_hi),
     )
+    gas_front = centre_y - 0.8 * half_depth
+    gas_back = max(front_of_spine - 15.0, gas_front + 5.0)  # thin patients: a narrow band
     for _ in range(rng.integers(3, 12)):  # bowel gas pockets, anterior to the spine
         centre = np.array(
             [
                 rng.uniform(-0.6, 0.6) * half_width,
-                rng.uniform(centre_y - 0.8 * half_depth, front_of_spine - 15.0),
+                rng.uniform(gas_front, gas_back),
                 rng.uniform(z_lo, z_hi),
             ]
         )
