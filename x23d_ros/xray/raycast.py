@@ -8,6 +8,7 @@ result is ∫ channel ds in (channel unit)·mm. Geometry follows `x23d_ros.geome
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -23,13 +24,20 @@ def line_integrals(
     width: int,
     step_mm: float = 1.0,
     max_samples_per_chunk: int = 2**24,
+    transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    out_channels: int | None = None,
 ) -> torch.Tensor:
     """∫ volume ds along every pixel's ray.
 
     volume: (C, I, J, Kz) tensor, the value of each channel per voxel (per mm of path).
     affine: (4, 4) voxel index → mm.
     K: (B, 3, 3) or (3, 3); T_ref_source: (B, 4, 4) or (4, 4).
-    Returns (B, C, height, width) on `volume`'s device and dtype.
+    transform: optional map of the interpolated samples (C, R, S) → (out_channels, R, S)
+    applied before summing, e.g. HU → attenuation: one sampled channel then serves several
+    integrals, and sampling is what the cast costs.
+    Returns (B, out_channels or C, height, width) on `volume`'s device and dtype.
+
+    Samples within half a voxel of the box's faces take the face's value (border padding).
     """
     if volume.ndim != 4:
         raise ValueError(f"volume must be (C, I, J, K), got {tuple(volume.shape)}")
@@ -45,7 +53,8 @@ def line_integrals(
 
     v, u = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
     pixels = np.stack([u, v, np.ones_like(u)], axis=-1).reshape(-1, 3).astype(np.float64)
-    out = torch.zeros(len(T), volume.shape[0], height * width, dtype=dtype, device=device)
+    channels = out_channels if transform is not None else volume.shape[0]
+    out = torch.zeros(len(T), channels, height * width, dtype=dtype, device=device)
     vol = volume.unsqueeze(0)  # (1, C, I, J, K)
     for b in range(len(T)):
         dirs_src = pixels @ np.linalg.inv(K[b]).T
@@ -62,9 +71,9 @@ def line_integrals(
         for start in range(0, len(pixels), rays_per_chunk):
             sl = slice(start, start + rays_per_chunk)
             out[b, :, sl] = _integrate(
-                vol, o_vox, d_vox[sl], t_near[sl], length[sl], n_samples, shape
+                vol, o_vox, d_vox[sl], t_near[sl], length[sl], n_samples, shape, transform
             )
-    return out.reshape(len(T), volume.shape[0], height, width)
+    return out.reshape(len(T), channels, height, width)
 
 
 def _slab(o: np.ndarray, d: np.ndarray, lo: float, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -80,7 +89,7 @@ def _slab(o: np.ndarray, d: np.ndarray, lo: float, hi: np.ndarray) -> tuple[np.n
     return t_near, t_far
 
 
-def _integrate(vol, o_vox, d_vox, t_near, length, n_samples, shape) -> torch.Tensor:
+def _integrate(vol, o_vox, d_vox, t_near, length, n_samples, shape, transform) -> torch.Tensor:
     device, dtype = vol.device, vol.dtype
     # grid_sample wants (x, y, z) = (k, j, i), normalised to [-1, 1] over voxel centres:
     # fold the reordering and the scaling into the ray so each sample is one fused multiply-add.
@@ -94,6 +103,9 @@ def _integrate(vol, o_vox, d_vox, t_near, length, n_samples, shape) -> torch.Ten
     t = t_near[:, None] + frac[None, :] * length[:, None]  # (R, S)
     grid = torch.addcmul(o_grid, t[..., None], d_grid[:, None])  # (R, S, 3)
     samples = F.grid_sample(
-        vol, grid[None, None], mode="bilinear", padding_mode="zeros", align_corners=True
+        vol, grid[None, None], mode="bilinear", padding_mode="border", align_corners=True
     )
-    return samples[0, :, 0].sum(-1) * (length / n_samples)  # (C, R)
+    samples = samples[0, :, 0]  # (C, R, S)
+    if transform is not None:
+        samples = transform(samples)
+    return samples.sum(-1) * (length / n_samples)  # (C, R)

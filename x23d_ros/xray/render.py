@@ -9,7 +9,7 @@ import torch
 
 from x23d_ros.anatomy import Anatomy
 from x23d_ros.xray.instruments import InstrumentParams, instrument_densities
-from x23d_ros.xray.materials import MU_WATER_PER_MM, decompose
+from x23d_ros.xray.materials import HU_SOFT, MU_WATER_PER_MM, decompose
 from x23d_ros.xray.raycast import line_integrals
 from x23d_ros.xray.realistic import RealisticParams, ShotEffects, fluoroscopy, sample_effects
 
@@ -60,33 +60,42 @@ def cast(
     With `synthetic_only`, only the bone-only channel is cast and the areal densities are None.
     """
     hu = torch.from_numpy(np.ascontiguousarray(anatomy.hu, dtype=np.float32))
-    synthetic = torch.where(
-        hu > params.synthetic.bone_threshold_hu, MU_WATER_PER_MM * (1.0 + hu / 1000.0), 0.0
-    )
-    if synthetic_only:
-        fine_volume, fine_affine = _crop([synthetic], anatomy.affine)
-        out = line_integrals(
-            fine_volume.to(device),
-            fine_affine,
-            K,
-            T_ref_source,
-            image_size,
-            image_size,
-            params.step_mm,
-        )
-        return out[:, 0], None
-    bone, soft = decompose(hu)
-    fine = [synthetic, bone / 10]
-    metals = [
-        torch.from_numpy(m) / 10 if m is not None and m.any() else None for m in (titanium, iron)
-    ]
-    fine += [m for m in metals if m is not None]
-    fine_volume, fine_affine = _crop(fine, anatomy.affine)
-    fine_volume = fine_volume.to(device)
-    fine_out = line_integrals(
-        fine_volume, fine_affine, K, T_ref_source, image_size, image_size, params.step_mm
+    threshold = params.synthetic.bone_threshold_hu
+    metals = [] if synthetic_only else [m for m in (titanium, iron) if m is not None and m.any()]
+    has_metal = [m is not None and m.any() for m in (titanium, iron)]
+    # The fine cast samples HU once and derives both bone channels from it (sampling is the
+    # cost); it covers the voxels where either is non-zero, or metal is.
+    floor = threshold if synthetic_only else min(threshold, HU_SOFT)
+    occupied = hu > floor
+    for m in metals:
+        occupied |= torch.from_numpy(m) > 0
+    fine_volume, fine_affine = _crop(
+        [hu, *(torch.from_numpy(m) / 10 for m in metals)], occupied, anatomy.affine
     )
 
+    def to_integrands(samples: torch.Tensor) -> torch.Tensor:
+        h = samples[0]
+        parts = [torch.where(h > threshold, MU_WATER_PER_MM * (1.0 + h / 1000.0), 0.0)]
+        if not synthetic_only:
+            parts.append(decompose(h)[0] / 10)
+            parts.extend(samples[1:])
+        return torch.stack(parts)
+
+    fine_out = line_integrals(
+        fine_volume.to(device),
+        fine_affine,
+        K,
+        T_ref_source,
+        image_size,
+        image_size,
+        params.step_mm,
+        transform=to_integrands,
+        out_channels=1 if synthetic_only else 2 + len(metals),
+    )
+    if synthetic_only:
+        return fine_out[:, 0], None
+
+    _, soft = decompose(hu)
     coarse = torch.nn.functional.avg_pool3d((soft / 10)[None, None], 2, ceil_mode=True)[0].to(
         device
     )
@@ -101,17 +110,18 @@ def cast(
     areal = torch.zeros(b, 4, h, w, dtype=fine_out.dtype, device=fine_out.device)
     areal[:, 0], areal[:, 1] = fine_out[:, 1], soft_out[:, 0]
     channel = 2
-    for m, metal in enumerate(metals):
-        if metal is not None:
+    for m, present in enumerate(has_metal):
+        if present:
             areal[:, 2 + m] = fine_out[:, channel]
             channel += 1
     return fine_out[:, 0], areal
 
 
-def _crop(channels: list[torch.Tensor], affine: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
-    """The channels stacked and cropped to where any is non-zero (plus one voxel), with the
+def _crop(
+    channels: list[torch.Tensor], occupied: torch.Tensor, affine: np.ndarray
+) -> tuple[torch.Tensor, np.ndarray]:
+    """The channels stacked and cropped to the `occupied` voxels' box plus one voxel, with the
     crop's affine."""
-    occupied = torch.stack(channels).amax(0) > 0
     shape = occupied.shape
     lo, hi = [0, 0, 0], [1, 1, 1]
     if occupied.any():
