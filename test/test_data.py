@@ -36,15 +36,16 @@ def test_a_rerun_makes_only_missing_shards(shards):
 
 def test_dataset_returns_both_domains_with_matching_geometry(shards):
     synthetic = ShotDataset(shards[0].parent, "synthetic")
-    realistic = ShotDataset(shards[0].parent, "realistic", views=[1])
+    realistic = ShotDataset(shards[0].parent, "realistic", views=[1, 0])
     assert len(synthetic) == 2
     item = synthetic[0]
     assert item["images"].shape == (2, 48, 48)
     assert item["images"].max() > 0.5  # bone line integrals, dimensionless
     other = realistic[0]
-    assert other["images"].shape == (1, 48, 48)
+    assert other["images"].shape == (2, 48, 48)
     assert other["images"].min() >= 0.0 and other["images"].max() <= 1.0
     np.testing.assert_array_equal(other["T_ref_source"][0], item["T_ref_source"][1])
+    np.testing.assert_array_equal(other["T_ref_source"][1], item["T_ref_source"][0])
     assert not np.isnan(item["centres_mm"].numpy()).any()
 
 

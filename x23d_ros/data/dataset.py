@@ -42,14 +42,16 @@ class ShotDataset(Dataset):
         if path not in self._files:
             self._files[path] = h5py.File(path, "r")
         g = self._files[path][name]
-        pick = slice(None) if self.views is None else list(self.views)
-        images = g[self.domain][pick].astype(np.float32)
+        # Any order, repeats allowed: index in numpy (h5py wants increasing indices); a case's
+        # shots are about a megabyte.
+        pick = slice(None) if self.views is None else np.asarray(self.views)
+        images = g[self.domain][()][pick].astype(np.float32)
         if self.domain == "realistic":
             images /= 255.0
         return {
             "images": torch.from_numpy(images),
-            "K": torch.from_numpy(g["K"][pick]),
-            "T_ref_source": torch.from_numpy(g["T_ref_source"][pick]),
+            "K": torch.from_numpy(g["K"][()][pick]),
+            "T_ref_source": torch.from_numpy(g["T_ref_source"][()][pick]),
             "centres_mm": torch.from_numpy(g["centres_mm"][()]),
             "labels": torch.from_numpy(g["labels"][()]),
             "affine": torch.from_numpy(g["labels"].attrs["affine"]),
