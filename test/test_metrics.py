@@ -1,0 +1,58 @@
+"""Metrics against hand-computed values on cubes and spheres."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from x23d_ros.metrics import level_metrics, summarise, vertebra_metrics
+
+
+def _cube(shape=(30, 30, 30), lo=(10, 10, 10), size=10) -> np.ndarray:
+    m = np.zeros(shape, bool)
+    m[lo[0] : lo[0] + size, lo[1] : lo[1] + size, lo[2] : lo[2] + size] = True
+    return m
+
+
+def _ball(radius_vox: float, n: int = 48) -> np.ndarray:
+    c = (n - 1) / 2
+    i, j, k = np.indices((n, n, n))
+    return (i - c) ** 2 + (j - c) ** 2 + (k - c) ** 2 <= radius_vox**2
+
+
+def test_identical_masks_score_perfectly():
+    m = vertebra_metrics(_cube(), _cube(), 1.0)
+    assert m["f1"] == 1.0 and m["surface_1mm"] == 1.0
+    assert m["assd_mm"] == 0.0 and m["hd95_mm"] == 0.0 and m["centre_err_mm"] == 0.0
+
+
+def test_cube_shifted_by_one_voxel_has_dice_0_9_and_centre_error_one_voxel():
+    m = vertebra_metrics(_cube(lo=(11, 10, 10)), _cube(), np.array([0.8, 1.0, 1.0]))
+    assert m["f1"] == pytest.approx(2 * 900 / 2000)  # 9 of 10 slices overlap
+    assert m["centre_err_mm"] == pytest.approx(0.8)  # one voxel along i, 0.8 mm
+    assert m["hd95_mm"] == pytest.approx(0.8)
+
+
+def test_concentric_spheres_one_voxel_apart_are_one_mm_apart_on_the_surface():
+    m = vertebra_metrics(_ball(15.0), _ball(16.0), 1.0)
+    assert m["assd_mm"] == pytest.approx(1.0, abs=0.25)
+    assert m["hd95_mm"] == pytest.approx(1.0, abs=0.5)
+    assert m["centre_err_mm"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_surface_score_counts_surface_within_the_tolerance():
+    near = vertebra_metrics(_ball(15.0), _ball(15.5), 1.0)
+    far = vertebra_metrics(_ball(12.0), _ball(16.0), 1.0)
+    assert near["surface_1mm"] > 0.95 and near["surface_2mm"] > 0.99
+    assert far["surface_1mm"] < 0.05 and far["surface_2mm"] < 0.05  # 4 mm apart everywhere
+
+
+def test_empty_prediction_scores_zero_and_is_counted_as_missed():
+    empty = vertebra_metrics(np.zeros((30, 30, 30), bool), _cube(), 1.0)
+    assert empty["f1"] == 0.0 and np.isnan(empty["assd_mm"])
+    gt = _cube().astype(np.uint8) * 2  # L2
+    summary = summarise([level_metrics(gt, gt, 1.0), level_metrics(np.zeros_like(gt), gt, 1.0)])
+    assert summary["mean"]["f1"] == pytest.approx(0.5)
+    assert summary["mean"]["missed"] == 1
+    assert set(summary["per_level"]) == {"L2"}
+    assert summary["cases"] == 2

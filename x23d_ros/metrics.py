@@ -1,0 +1,94 @@
+"""Reconstruction accuracy per vertebra, computed with MONAI as peers compute theirs.
+
+For a predicted mask P and a ground-truth mask G on the same grid (voxel size s, mm), with
+surfaces ∂P and ∂G and d(x, A) the distance from x to the nearest point of A:
+
+- f1 (voxel F1 = Dice) = 2|P ∩ G| / (|P| + |G|).
+- surface_1mm, surface_2mm (surface F-score at tolerance τ; MONAI's normalised surface Dice)
+  = (|{x ∈ ∂P : d(x, ∂G) ≤ τ}| + |{y ∈ ∂G : d(y, ∂P) ≤ τ}|) / (|∂P| + |∂G|).
+- assd_mm (average symmetric surface distance)
+  = (Σ_{x∈∂P} d(x, ∂G) + Σ_{y∈∂G} d(y, ∂P)) / (|∂P| + |∂G|).
+- hd95_mm: the larger of the two directed 95th-percentile surface distances.
+- centre_err_mm = ‖centroid(P) − centroid(G)‖.
+
+An empty prediction scores f1 = 0 and NaN for the distances; `summarise` counts it as missed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from monai.metrics import (
+    compute_average_surface_distance,
+    compute_hausdorff_distance,
+    compute_surface_dice,
+)
+
+from x23d_ros.anatomy import LEVELS
+
+METRICS = ("f1", "surface_1mm", "surface_2mm", "assd_mm", "hd95_mm", "centre_err_mm")
+
+
+def vertebra_metrics(
+    pred: np.ndarray, gt: np.ndarray, spacing_mm: np.ndarray | float
+) -> dict[str, float]:
+    """The metrics above for one vertebra: boolean masks (I, J, K) on one grid."""
+    pred, gt = np.asarray(pred, bool), np.asarray(gt, bool)
+    if pred.shape != gt.shape:
+        raise ValueError(f"prediction {pred.shape} and ground truth {gt.shape} differ in shape")
+    if not gt.any():
+        raise ValueError("the ground-truth mask is empty")
+    spacing = np.broadcast_to(np.asarray(spacing_mm, float), (3,))
+    overlap = np.logical_and(pred, gt).sum()
+    f1 = 2.0 * overlap / (pred.sum() + gt.sum())
+    if not pred.any():
+        return {"f1": 0.0, **{m: float("nan") for m in METRICS[1:]}}
+    # One-hot (batch 1, background + structure): MONAI's layout.
+    y_pred = torch.from_numpy(np.stack([~pred, pred])[None].astype(np.float32))
+    y = torch.from_numpy(np.stack([~gt, gt])[None].astype(np.float32))
+    sp = spacing.tolist()
+    surface = compute_surface_dice(y_pred, y, class_thresholds=[1.0], spacing=sp).item()
+    surface2 = compute_surface_dice(y_pred, y, class_thresholds=[2.0], spacing=sp).item()
+    assd = compute_average_surface_distance(y_pred, y, symmetric=True, spacing=sp).item()
+    hd95 = compute_hausdorff_distance(y_pred, y, percentile=95, spacing=sp).item()
+    centre = np.linalg.norm((np.argwhere(pred).mean(0) - np.argwhere(gt).mean(0)) * spacing)
+    return {
+        "f1": float(f1),
+        "surface_1mm": float(surface),
+        "surface_2mm": float(surface2),
+        "assd_mm": float(assd),
+        "hd95_mm": float(hd95),
+        "centre_err_mm": float(centre),
+    }
+
+
+def level_metrics(
+    pred_labels: np.ndarray, gt_labels: np.ndarray, spacing_mm
+) -> dict[str, dict[str, float]]:
+    """`vertebra_metrics` for every level present in the ground truth (labels 1..5)."""
+    return {
+        name: vertebra_metrics(pred_labels == idx, gt_labels == idx, spacing_mm)
+        for name, idx in LEVELS.items()
+        if (gt_labels == idx).any()
+    }
+
+
+def summarise(per_case: list[dict[str, dict[str, float]]]) -> dict:
+    """Mean over cases and levels, and per level; NaN distances (missed levels) are counted,
+    not averaged."""
+    per_level: dict[str, dict[str, float]] = {}
+    for name in LEVELS:
+        rows = [case[name] for case in per_case if name in case]
+        if rows:
+            per_level[name] = _mean(rows)
+    everything = [row for case in per_case for row in case.values()]
+    return {"mean": _mean(everything), "per_level": per_level, "cases": len(per_case)}
+
+
+def _mean(rows: list[dict[str, float]]) -> dict[str, float]:
+    out = {}
+    for m in METRICS:
+        values = np.array([r[m] for r in rows], float)
+        out[m] = float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+    out["missed"] = int(sum(np.isnan(r["assd_mm"]) for r in rows))
+    return out
