@@ -1,0 +1,71 @@
+"""Unprojection of per-view 2D feature maps into a 3D voxel grid, and order-free view fusion.
+
+Each voxel centre X (mm, reference frame) is projected by each view's P (3, 4): the view's
+feature map is sampled bilinearly at (u, v) = (P X)₁,₂ / (P X)₃, pixel centres at integers as
+in `x23d_ros.geometry`. Voxels behind the source or outside the image get a zero feature and
+a zero mask, so fusion ignores views that do not see them.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def voxel_centres(centre_mm: torch.Tensor, size: int, spacing_mm: float) -> torch.Tensor:
+    """(B, S, S, S, 3) mm coordinates of an axis-aligned S³ grid centred at `centre_mm` (B, 3)."""
+    offsets = (
+        torch.arange(size, dtype=centre_mm.dtype, device=centre_mm.device) - (size - 1) / 2
+    ) * spacing_mm
+    grid = torch.stack(torch.meshgrid(offsets, offsets, offsets, indexing="ij"), dim=-1)
+    return centre_mm[:, None, None, None, :] + grid[None]
+
+
+def scale_projection(P: torch.Tensor, scale: float) -> torch.Tensor:
+    """P (*, 3, 4) of the same view resized by `scale` (e.g. a feature map at 1/4 resolution):
+    u → (u + 0.5)·scale − 0.5, as `geometry.crop_resize_intrinsics`."""
+    S = torch.tensor(
+        [[scale, 0.0, 0.5 * scale - 0.5], [0.0, scale, 0.5 * scale - 0.5], [0.0, 0.0, 1.0]],
+        dtype=P.dtype,
+        device=P.device,
+    )
+    return S @ P
+
+
+def unproject(
+    features: torch.Tensor, P: torch.Tensor, points_mm: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sample each view's features at the projections of the grid's points.
+
+    features: (B, V, C, H, W); P: (B, V, 3, 4) for that feature resolution;
+    points_mm: (B, X, Y, Z, 3). Returns values (B, V, C, X, Y, Z) and mask (B, V, 1, X, Y, Z).
+    """
+    b, v, c, h, w = features.shape
+    grid_shape = points_mm.shape[1:4]
+    pts = points_mm.reshape(b, 1, -1, 3).to(P.dtype)
+    projected = pts @ P[..., :3].transpose(-1, -2) + P[..., None, :, 3]  # (B, V, N, 3)
+    depth = projected[..., 2]
+    uv = projected[..., :2] / depth.clamp(min=1e-6)[..., None]
+    # align_corners=True: −1 and +1 are the centres of the first and last pixels.
+    norm = torch.stack([2 * uv[..., 0] / (w - 1) - 1, 2 * uv[..., 1] / (h - 1) - 1], dim=-1)
+    mask = (depth > 0) & (norm.abs() <= 1).all(-1)
+    sampled = F.grid_sample(
+        features.reshape(b * v, c, h, w),
+        norm.reshape(b * v, 1, -1, 2).to(features.dtype),
+        mode="bilinear",
+        padding_mode="zeros",
+        align_corners=True,
+    )  # (B·V, C, 1, N)
+    values = sampled.reshape(b, v, c, *grid_shape) * mask.reshape(b, v, 1, *grid_shape)
+    return values, mask.reshape(b, v, 1, *grid_shape).to(features.dtype)
+
+
+def fuse(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Masked mean and variance over the views (dim 1), and the share of views that see each
+    voxel: (B, 2C + 1, X, Y, Z). Symmetric in the views, so their order and number (2–8)
+    do not matter to the network."""
+    count = mask.sum(dim=1)  # (B, 1, X, Y, Z)
+    safe = count.clamp(min=1.0)
+    mean = values.sum(dim=1) / safe
+    variance = (mask * (values - mean[:, None]) ** 2).sum(dim=1) / safe
+    return torch.cat([mean, variance, count / values.shape[1]], dim=1)
