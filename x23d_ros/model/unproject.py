@@ -21,13 +21,16 @@ def voxel_centres(centre_mm: torch.Tensor, size: int, spacing_mm: float) -> torc
     return centre_mm[:, None, None, None, :] + grid[None]
 
 
-def scale_projection(P: torch.Tensor, scale: float) -> torch.Tensor:
-    """P (*, 3, 4) of the same view resized by `scale` (e.g. a feature map at 1/4 resolution):
-    u → (u + 0.5)·scale − 0.5, as `geometry.crop_resize_intrinsics`."""
+def scale_projection(P: torch.Tensor, scale: float, strided: bool = False) -> torch.Tensor:
+    """P (*, 3, 4) of the same view at `scale` times the resolution.
+
+    Resized images (area or bilinear): u → (u + 0.5)·scale − 0.5, as
+    `geometry.crop_resize_intrinsics`. Strided convolutions (kernel 3, padding 1) centre output
+    pixel j on input pixel j/scale, so `strided=True` gives u → u·scale.
+    """
+    shift = 0.0 if strided else 0.5 * scale - 0.5
     S = torch.tensor(
-        [[scale, 0.0, 0.5 * scale - 0.5], [0.0, scale, 0.5 * scale - 0.5], [0.0, 0.0, 1.0]],
-        dtype=P.dtype,
-        device=P.device,
+        [[scale, 0.0, shift], [0.0, scale, shift], [0.0, 0.0, 1.0]], dtype=P.dtype, device=P.device
     )
     return S @ P
 

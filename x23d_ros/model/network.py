@@ -1,0 +1,110 @@
+"""X23D-style multi-view stereo network, sized for 2 CPU cores (shared/DESIGN.md §6).
+
+images (B, V, H, W) ─ 2D encoder (shared weights) ─► features (B, V, C, H/2, W/2)
+        ─ unproject through P (scaled to H/2) onto the grid ─► fuse (mean, variance, coverage)
+        ─ 3D U-Net ─► logits (B, classes, X, Y, Z)
+
+The calibration enters through P alone, so any number of views (2–8) and any poses work with
+the same weights; fusion is symmetric in the views.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from x23d_ros.model.unproject import fuse, scale_projection, unproject
+
+
+@dataclass(frozen=True)
+class NetConfig:
+    """Sizes of the network; stored with the weights."""
+
+    features_2d: int = 16
+    channels_3d: int = 16
+    classes: int = 1  # 1: occupancy of one structure; 6: background + L1..L5
+    image_norm: float = 1.0  # images are divided by this before the encoder
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _conv2d(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False),
+        nn.GroupNorm(min(8, cout), cout),
+        nn.ReLU(inplace=True),
+    )
+
+
+def _conv3d(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv3d(cin, cout, 3, stride=stride, padding=1, bias=False),
+        nn.GroupNorm(min(8, cout), cout),
+        nn.ReLU(inplace=True),
+    )
+
+
+class Encoder2D(nn.Module):
+    """Image (N, 1, H, W) → features (N, C, H/2, W/2), with a 1/8-resolution context path."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(_conv2d(1, c), _conv2d(c, c, stride=2))  # 1/2
+        self.down = nn.Sequential(
+            _conv2d(c, 2 * c, stride=2), _conv2d(2 * c, 2 * c, stride=2), _conv2d(2 * c, 2 * c)
+        )
+        self.merge = _conv2d(3 * c, c)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        half = self.stem(x)
+        context = nn.functional.interpolate(
+            self.down(half), size=half.shape[-2:], mode="bilinear", align_corners=False
+        )
+        return self.merge(torch.cat([half, context], dim=1))
+
+
+class UNet3D(nn.Module):
+    """A two-level 3D U-Net; the grid side must be divisible by 4."""
+
+    def __init__(self, cin: int, c: int, classes: int) -> None:
+        super().__init__()
+        self.enc0 = nn.Sequential(_conv3d(cin, c), _conv3d(c, c))
+        self.enc1 = nn.Sequential(_conv3d(c, 2 * c, stride=2), _conv3d(2 * c, 2 * c))
+        self.enc2 = nn.Sequential(_conv3d(2 * c, 4 * c, stride=2), _conv3d(4 * c, 4 * c))
+        self.up1 = nn.ConvTranspose3d(4 * c, 2 * c, 2, stride=2)
+        self.dec1 = _conv3d(4 * c, 2 * c)
+        self.up0 = nn.ConvTranspose3d(2 * c, c, 2, stride=2)
+        self.dec0 = _conv3d(2 * c, c)
+        self.head = nn.Conv3d(c, classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        e0 = self.enc0(x)
+        e1 = self.enc1(e0)
+        e2 = self.enc2(e1)
+        d1 = self.dec1(torch.cat([self.up1(e2), e1], dim=1))
+        d0 = self.dec0(torch.cat([self.up0(d1), e0], dim=1))
+        return self.head(d0)
+
+
+class X23DNet(nn.Module):
+    def __init__(self, config: NetConfig = NetConfig()) -> None:
+        super().__init__()
+        self.config = config
+        self.encoder = Encoder2D(config.features_2d)
+        self.decoder = UNet3D(2 * config.features_2d + 1, config.channels_3d, config.classes)
+
+    def forward(
+        self, images: torch.Tensor, P: torch.Tensor, points_mm: torch.Tensor
+    ) -> torch.Tensor:
+        """images (B, V, H, W); P (B, V, 3, 4) for those images; points_mm (B, X, Y, Z, 3) the
+        grid's voxel centres. Returns logits (B, classes, X, Y, Z)."""
+        b, v, h, w = images.shape
+        features = self.encoder((images / self.config.image_norm).reshape(b * v, 1, h, w))
+        features = features.reshape(b, v, *features.shape[1:])
+        scale = features.shape[-1] / w
+        P_features = scale_projection(P, scale, strided=True).to(features.dtype)
+        values, mask = unproject(features, P_features, points_mm)
+        return self.decoder(fuse(values, mask))
