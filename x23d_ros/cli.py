@@ -45,6 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
     sim = sub.add_parser("simulate", help="paired synthetic/realistic shots → HDF5 shards")
     simulate.add_arguments(sim)
     sim.set_defaults(func=simulate.run)
+
+    from x23d_ros import train
+
+    tr = sub.add_parser("train", help="train the X23D network (resumable)")
+    train.add_arguments(tr)
+    tr.set_defaults(func=train.run)
     return parser
 
 
