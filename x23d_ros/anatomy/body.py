@@ -109,7 +109,6 @@ def soft_tissue_hu(
     spacing = np.diag(affine)[:3]
     x = affine[0, 3] + spacing[0] * np.arange(shape[0])
     y = affine[1, 3] + spacing[1] * np.arange(shape[1])
-    z = affine[2, 3] + spacing[2] * np.arange(shape[2])
     X, Y = np.meshgrid(x, y, indexing="ij")
     outer = np.hypot(X / body.half_width, (Y - body.centre_y) / body.half_depth)
     inner = np.hypot(
@@ -145,25 +144,19 @@ def soft_tissue_hu(
         vessels |= np.hypot(X - vx, Y - vy) <= vr
     hu[in_cavity & (noise > 0.6) & ~vessels[:, :, None]] = -95.0
 
-    grid_axes = (x, y, z)
     for centre, radii in body.kidneys:
-        _paint(hu, grid_axes, centre, radii + 8.0, -90.0)  # perirenal fat
-        _paint(hu, grid_axes, centre, radii, body.kidney_hu)
+        _paint(hu, affine, centre, radii + 8.0, -90.0)  # perirenal fat
+        _paint(hu, affine, centre, radii, body.kidney_hu)
     for centre, radii in body.gas:
-        _paint(hu, grid_axes, centre, radii, -950.0, inside=in_cavity)
+        _paint(hu, affine, centre, radii, -950.0, inside=in_cavity)
     return hu
 
 
-def _paint(hu, axes, centre, radii, value, inside=None) -> None:
+def _paint(hu, affine, centre, radii, value, inside=None) -> None:
     """Set `value` inside an axis-aligned ellipsoid (only where `inside`, if given)."""
-    sl = []
-    for a, (c, r) in enumerate(zip(centre, radii, strict=True)):
-        idx = np.nonzero((axes[a] >= c - r) & (axes[a] <= c + r))[0]
-        if idx.size == 0:
-            return
-        sl.append(slice(idx[0], idx[-1] + 1))
-    sl = tuple(sl)
-    grid = np.stack(np.meshgrid(*(axes[a][sl[a]] for a in range(3)), indexing="ij"), axis=-1)
+    sl, grid = sdf.grid_block(affine, hu.shape, centre, np.eye(3), radii)
+    if sl is None:
+        return
     mask = sdf.ellipsoid(grid, centre, radii) < 0
     if inside is not None:
         mask &= inside[sl]

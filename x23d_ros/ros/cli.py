@@ -11,8 +11,6 @@ from pathlib import Path
 import numpy as np
 
 from x23d_ros import __version__
-from x23d_ros.data.preview import contact_sheet
-from x23d_ros.data.simulate import SimulateConfig, simulate
 from x23d_ros.ros import bringup
 from x23d_ros.ros.transport_check import image_roundtrip
 
@@ -53,6 +51,10 @@ def _cmd_launch(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    # The data engine pulls in torch: imported here, so the other commands start fast.
+    from x23d_ros.data.preview import contact_sheet
+    from x23d_ros.data.simulate import SimulateConfig, simulate
+
     print(f"x23d_ros {__version__} demo")
     ok = _check_transport(1024, "mono16")
     out = Path(args.out)
