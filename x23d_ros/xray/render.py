@@ -61,8 +61,8 @@ def cast(
     """
     hu = torch.from_numpy(np.ascontiguousarray(anatomy.hu, dtype=np.float32))
     threshold = params.synthetic.bone_threshold_hu
-    metals = [] if synthetic_only else [m for m in (titanium, iron) if m is not None and m.any()]
-    has_metal = [m is not None and m.any() for m in (titanium, iron)]
+    has_metal = [not synthetic_only and m is not None and bool(m.any()) for m in (titanium, iron)]
+    metals = [m for m, present in zip((titanium, iron), has_metal, strict=True) if present]
     # The fine cast samples HU once and derives both bone channels from it (sampling is the
     # cost); it covers the voxels where either is non-zero, or metal is.
     floor = threshold if synthetic_only else min(threshold, HU_SOFT)
