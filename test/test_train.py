@@ -47,3 +47,81 @@ def test_an_interrupted_run_resumes_to_the_same_weights(shards, tmp_path):
     assert [r["step"] for r in rows if "loss" in r] == [1, 2, 3, 4, 5]
     assert set(rows[-1]["val"]) >= {"f1", "assd_mm", "hd95_mm", "centre_err_mm", "surface_1mm"}
     assert (resumed / "curve.png").stat().st_size > 5_000
+
+
+def test_the_fine_stage_trains_on_vertebra_crops_and_exports_with_the_coarse(shards, tmp_path):
+    from x23d_ros.data.dataset import ShotDataset
+    from x23d_ros.pipeline import Reconstructor, shot_set_from_case
+    from x23d_ros.train import export_weights, make_batch
+
+    fine = TrainConfig(
+        data=str(shards),
+        out=str(tmp_path / "fine"),
+        val=str(shards),
+        stage="fine",
+        steps=3,
+        grid=8,
+        spacing_mm=12.0,
+        crop_px=24,
+        checkpoint_every=1,
+        log_every=1,
+        val_every=3,
+        net=NetConfig(features_2d=4, channels_3d=4, classes=1, image_norm=2.0),
+    )
+    import numpy as np
+
+    batch = make_batch(ShotDataset(shards)[0], fine, np.random.default_rng(0), train=False)
+    # Validation batches hold every level of the case, each one's own vertebra as target.
+    assert batch["levels"].tolist() == [1, 2, 3, 4, 5]
+    assert batch["images"].shape[:2] == (5, 3) and batch["images"].shape[-1] == 24
+    assert all(t.any() for t in batch["target"])
+    train(fine)
+    rows = [json.loads(line) for line in (tmp_path / "fine" / "log.jsonl").read_text().splitlines()]
+    assert set(rows[-1]["val"]) >= {"f1", "assd_mm"}
+    coarse = train(_config(shards, tmp_path / "coarse", 2))
+    weights = tmp_path / "w.pt"
+    export_weights(coarse, tmp_path / "fine", weights, image_size=48)
+    recon = Reconstructor(weights, device="cpu").reconstruct(
+        shot_set_from_case(ShotDataset(shards)[0])
+    )
+    assert recon.views == 3 and set(recon.timings_ms) >= {"localise", "segment"}
+    with pytest.raises(ValueError, match="coarse stage"):
+        export_weights(tmp_path / "fine", tmp_path / "fine", weights, image_size=48)
+
+
+def test_torchrun_trains_with_two_processes_and_rank_0_writes(shards, tmp_path):
+    """DistributedDataParallel over two CPU processes (gloo), as `torchrun` starts it on GPUs."""
+    import subprocess
+    import sys
+
+    cfg = _config(shards, tmp_path / "ddp", 2)
+    cfg.val = None
+    config = tmp_path / "ddp.json"
+    config.write_text(cfg.to_json())
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "x23d_ros.cli",
+            "train",
+            "--data",
+            str(shards),
+            "--out",
+            str(tmp_path / "ddp"),
+            "--config",
+            str(config),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    state = torch.load(tmp_path / "ddp" / "checkpoint.pt", weights_only=True)
+    assert state["step"] == 2 and len(json.loads(state["rng_ranks"])) == 2
+    rows = [json.loads(line) for line in (tmp_path / "ddp" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2] and rows[-1]["world_size"] == 2

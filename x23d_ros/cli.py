@@ -51,6 +51,15 @@ def build_parser() -> argparse.ArgumentParser:
     tr = sub.add_parser("train", help="train the X23D network (resumable)")
     train.add_arguments(tr)
     tr.set_defaults(func=train.run)
+    ex = sub.add_parser("export", help="bundle a coarse and a fine run into one weights file")
+    train.add_export_arguments(ex)
+    ex.set_defaults(func=train.run_export)
+
+    from x23d_ros import evaluate
+
+    ev = sub.add_parser("evaluate", help="accuracy of weights on shards or on a CT")
+    evaluate.add_arguments(ev)
+    ev.set_defaults(func=evaluate.run)
     return parser
 
 

@@ -187,3 +187,15 @@ def rotation_matrix(axis: np.ndarray, angle_rad: float) -> np.ndarray:
     axis = axis / np.linalg.norm(axis)
     skew = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
     return np.eye(3) + np.sin(angle_rad) * skew + (1 - np.cos(angle_rad)) * skew @ skew
+
+
+def isocentre_of_poses(T_ref_source: np.ndarray) -> np.ndarray:
+    """Point (3,) closest to the principal rays of sources (N, 4, 4): where the C-arm aimed.
+    Parallel rays (no triangulation): 600 mm ahead of the mean source, a typical source-to-
+    isocentre distance."""
+    rays = [principal_ray(T) for T in T_ref_source]
+    origins, directions = (np.stack(x) for x in zip(*rays, strict=True))
+    try:
+        return isocentre(origins, directions)
+    except GeometryError:
+        return origins.mean(0) + 600.0 * directions.mean(0)

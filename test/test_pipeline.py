@@ -1,0 +1,104 @@
+"""The Reconstructor: shots in, labelled surfaces out, with the shipped weights."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from x23d_ros import geometry
+from x23d_ros.data.dataset import ShotDataset
+from x23d_ros.data.simulate import SimulateConfig, simulate
+from x23d_ros.pipeline import (
+    Reconstructor,
+    Shot,
+    ShotSet,
+    ShotSetError,
+    shot_set_from_case,
+)
+
+
+@pytest.fixture(scope="module")
+def case(tmp_path_factory):
+    out = tmp_path_factory.mktemp("pipeline_data")
+    simulate(SimulateConfig(out=out, cases=1, views=3, seed=5, image_size=128, spacing_mm=2.0))
+    return ShotDataset(out)[0]
+
+
+@pytest.fixture(scope="module")
+def reconstructor():
+    return Reconstructor("default", device="cpu", points_per_vertebra=300)
+
+
+def test_a_reconstruction_has_meshes_points_frames_and_timings(case, reconstructor):
+    recon = reconstructor.reconstruct(shot_set_from_case(case))
+    assert recon.views == 3 and recon.device == "cpu"
+    assert set(recon.vertebrae) | set(recon.missing) == {"L1", "L2", "L3", "L4", "L5"}
+    assert len(recon.vertebrae) >= 3
+    for name, v in recon.vertebrae.items():
+        assert v.level == name
+        assert v.faces.min() >= 0 and v.faces.max() < len(v.vertices)
+        assert v.points.shape == (300, 3)
+        assert ((v.confidence >= 0) & (v.confidence <= 1)).all()
+        R = v.frame[:3, :3]
+        np.testing.assert_allclose(R.T @ R, np.eye(3), atol=1e-9)
+        assert np.linalg.det(R) == pytest.approx(1.0)
+        # Everything lies inside the fine grid the vertebra was reconstructed on.
+        lo = v.affine[:3, 3]
+        hi = lo + np.diag(v.affine)[:3] * (np.array(v.probability.shape) - 1)
+        assert ((v.vertices >= lo - 1) & (v.vertices <= hi + 1)).all()
+    assert set(recon.timings_ms) == {"prepare", "localise", "segment", "surface", "total"}
+    assert recon.weights_sha256 == reconstructor.weights_sha256
+
+
+def test_the_order_of_the_shots_does_not_change_the_result(case, reconstructor):
+    a = reconstructor.reconstruct(shot_set_from_case(case, [0, 1, 2]))
+    b = reconstructor.reconstruct(shot_set_from_case(case, [2, 0, 1]))
+    assert set(a.vertebrae) == set(b.vertebrae)
+    for name in a.vertebrae:
+        np.testing.assert_allclose(a.vertebrae[name].affine, b.vertebrae[name].affine, atol=1e-3)
+        np.testing.assert_allclose(
+            a.vertebrae[name].probability, b.vertebrae[name].probability, atol=1e-3
+        )
+
+
+def test_a_bigger_image_is_resized_with_its_intrinsics(case, reconstructor):
+    """The same view at 256² (K scaled) projects a point where the 128² view does, once the
+    Reconstructor brings it to its working size."""
+    image = case["images"][0].numpy()
+    K = case["K"][0].numpy()
+    T = case["T_ref_source"][0].numpy()
+    big = np.kron(image, np.ones((2, 2), np.float32))
+    K_big = geometry.crop_resize_intrinsics(K, 0, 0, 2.0)
+    shots = ShotSet([Shot(big, K_big, T), Shot(image, K, T)])
+    images, P, _ = reconstructor.prepare(shots)
+    np.testing.assert_allclose(images[0].numpy(), images[1].numpy(), atol=1e-5)
+    np.testing.assert_allclose(P[0].numpy(), P[1].numpy(), rtol=1e-5)
+
+
+def _shots(n: int = 3) -> list[Shot]:
+    K = geometry.intrinsics(1000.0, 2.3, 128, 128)
+    shots = []
+    for a in np.radians(np.linspace(0, 90, n)):
+        T = geometry.look_at(600 * np.array([np.sin(a), -np.cos(a), 0.0]), np.zeros(3), [0, 0, 1])
+        shots.append(Shot(np.zeros((128, 128), np.float32), K, T))
+    return shots
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda s: s[:1], "1 shots"),
+        (lambda s: [Shot(np.full((128, 128), np.nan), s[0].K, s[0].T_ref_source), *s[1:]], "NaN"),
+        (lambda s: [Shot(s[0].image[0], s[0].K, s[0].T_ref_source), *s[1:]], "shape"),
+        (lambda s: [Shot(s[0].image, -s[0].K, s[0].T_ref_source), *s[1:]], "focal"),
+        (
+            lambda s: [Shot(s[0].image, s[0].K, s[0].T_ref_source * 2), *s[1:]],
+            "shot 0",
+        ),
+        (lambda s: [s[0], s[0], s[0]], "10°"),
+    ],
+)
+def test_bad_shot_sets_are_refused_with_the_reason(mutate, message):
+    with pytest.raises(ShotSetError, match=message):
+        ShotSet(mutate(_shots())).validate()
+    ShotSet(_shots()).validate()  # the unmutated set is fine

@@ -1,0 +1,81 @@
+"""Surfaces, sampled points and anatomical frames from occupancy probabilities."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from x23d_ros import surface
+from x23d_ros.anatomy import LEVELS
+from x23d_ros.anatomy.procedural import generate
+
+SPACING = 1.5
+
+
+def _grid(n: int = 40) -> tuple[np.ndarray, np.ndarray]:
+    """Voxel centres (n, n, n, 3) mm of a grid centred at the origin, and its affine."""
+    affine = np.diag([SPACING, SPACING, SPACING, 1.0])
+    affine[:3, 3] = -SPACING * (n - 1) / 2
+    idx = np.stack(np.meshgrid(*[np.arange(n)] * 3, indexing="ij"), -1)
+    return idx * SPACING + affine[:3, 3], affine
+
+
+def _soft_ball(points: np.ndarray, centre, radius: float) -> np.ndarray:
+    """A probability falling from 1 to 0 across the ball's surface over ~2 mm."""
+    r = np.linalg.norm(points - np.asarray(centre, float), axis=-1)
+    return 1.0 / (1.0 + np.exp((r - radius) / 0.5))
+
+
+def test_the_mesh_of_a_ball_lies_on_its_sphere_and_drops_a_stray_island():
+    points, affine = _grid()
+    prob = np.maximum(_soft_ball(points, [0, 0, 0], 18.0), _soft_ball(points, [22, 22, 22], 4.0))
+    vertices, faces = surface.mesh_from_probability(prob, affine)
+    radius = np.linalg.norm(vertices, axis=1)
+    assert np.abs(radius - 18.0).max() < 0.6  # sub-voxel (1.5 mm voxels), after smoothing
+    assert faces.max() < len(vertices) and faces.min() >= 0
+    # Closed surface: every edge is shared by exactly two triangles.
+    edges = np.sort(np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]), 1)
+    _, counts = np.unique(edges, axis=0, return_counts=True)
+    assert (counts == 2).all()
+
+
+def test_sampled_points_are_on_the_surface_and_confident_where_the_wall_is_crisp():
+    points, affine = _grid()
+    crisp = _soft_ball(points, [0, 0, 0], 15.0)
+    vertices, faces = surface.mesh_from_probability(crisp, affine)
+    rng = np.random.default_rng(0)
+    pts, confidence = surface.sample_points(vertices, faces, crisp, affine, 500, rng)
+    assert pts.shape == (500, 3) and confidence.shape == (500,)
+    assert np.abs(np.linalg.norm(pts, axis=1) - 15.0).max() < 0.8
+    # Hesitant: probability never far from ½ (a scaled copy of the same ball).
+    hesitant = 0.5 + 0.1 * (crisp - 0.5)
+    hesitant_conf = surface.sample_points(vertices, faces, hesitant, affine, 500, rng)[1]
+    assert confidence.min() >= 0 and confidence.max() <= 1
+    assert confidence.mean() > 0.6
+    assert hesitant_conf.mean() < 0.2 * confidence.mean()
+
+
+def test_an_empty_probability_has_no_surface():
+    _, affine = _grid(8)
+    with pytest.raises(surface.SurfaceError, match="½"):
+        surface.mesh_from_probability(np.zeros((8, 8, 8)), affine)
+
+
+def test_frames_of_a_procedural_spine_follow_its_anatomy():
+    """The generator builds spines in LPS: x left, y posterior, z superior. Frames computed
+    from the label masks (superior from the neighbouring centres) must agree."""
+    anatomy = generate(3, spacing_mm=2.0)
+    centres = anatomy.centres_mm()
+    names = list(LEVELS)
+    for i, (name, idx) in enumerate(LEVELS.items()):
+        mask = anatomy.labels == idx
+        up = centres[names[max(i - 1, 0)]] - centres[names[min(i + 1, 4)]]
+        T = surface.anatomical_frame(mask, anatomy.affine, up)
+        R = T[:3, :3]
+        np.testing.assert_allclose(R.T @ R, np.eye(3), atol=1e-9)
+        assert np.linalg.det(R) == pytest.approx(1.0)
+        angles = np.degrees(np.arccos(np.clip(np.diag(R), -1, 1)))  # x·L, y·P, z·S
+        assert (angles < 25).all(), (name, angles)
+        # The body is anterior to the centroid (the arch pulls the centroid back).
+        centroid = np.argwhere(mask).mean(0) @ anatomy.affine[:3, :3].T + anatomy.affine[:3, 3]
+        assert (centroid - T[:3, 3]) @ R[:, 1] > 8.0, name

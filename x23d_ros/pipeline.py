@@ -1,0 +1,341 @@
+"""`Reconstructor`: posed X-ray shots → a labelled 3D lumbar spine. It does not know ROS.
+
+    ShotSet ─ validate ─ resize to the weights' working size (K follows)
+            ─ coarse: multi-class grid around the shots' isocentre → L1..L5 centres
+            ─ fine: per level, crops of every view around its projection (P adjusted), one
+              batch for all levels → occupancy on a grid centred on the vertebra
+            ─ surface: mesh, sampled points with confidence, anatomical frame
+            → Reconstruction (per-stage timings in milliseconds)
+
+Units are millimetres in the frame the poses are given in (the ROS layer converts to metres).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from x23d_ros import geometry, surface
+from x23d_ros.anatomy import LEVELS
+from x23d_ros.model.crops import crop_views
+from x23d_ros.model.network import NetConfig, X23DNet
+from x23d_ros.model.unproject import voxel_centres
+from x23d_ros.surface import box_centre
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+DEFAULT_WEIGHTS = WEIGHTS_DIR / "default.pt"
+WEIGHTS_FORMAT = 1
+LEVEL_NAMES = list(LEVELS)
+MIN_SHOTS = 2
+MAX_SHOTS = 8
+
+
+class ShotSetError(ValueError):
+    """The shots cannot be reconstructed from; the message says why."""
+
+
+@dataclass
+class Shot:
+    """One posed X-ray. image (H, W): synthetic-domain values (bone line integrals μ·L) or
+    display values in [0, 1] (realistic); K (3, 3) pixels; T_ref_source (4, 4) mm."""
+
+    image: np.ndarray
+    K: np.ndarray
+    T_ref_source: np.ndarray
+    stamp: float | None = None
+
+    @property
+    def P(self) -> np.ndarray:
+        return geometry.projection_matrix(self.K, self.T_ref_source)
+
+
+@dataclass
+class ShotSet:
+    shots: list[Shot]
+    domain: str = "synthetic"
+
+    def validate(self) -> None:
+        """Raise ShotSetError naming the first problem found."""
+        if self.domain not in ("synthetic", "realistic"):
+            raise ShotSetError(f"domain must be synthetic or realistic, not {self.domain!r}")
+        if not MIN_SHOTS <= len(self.shots) <= MAX_SHOTS:
+            raise ShotSetError(
+                f"{len(self.shots)} shots: the reconstruction takes {MIN_SHOTS} to {MAX_SHOTS}"
+            )
+        for i, shot in enumerate(self.shots):
+            image = np.asarray(shot.image)
+            if image.ndim != 2 or min(image.shape) < 16:
+                raise ShotSetError(f"shot {i}: image of shape {image.shape}, expected (H, W) ≥ 16")
+            if not np.isfinite(image).all():
+                raise ShotSetError(f"shot {i}: the image holds NaN or infinite values")
+            K = np.asarray(shot.K, float)
+            if K.shape != (3, 3) or not np.isfinite(K).all() or K[0, 0] <= 0 or K[1, 1] <= 0:
+                raise ShotSetError(f"shot {i}: K must be a finite 3×3 with positive focal lengths")
+            try:
+                geometry.check_pose(np.asarray(shot.T_ref_source, float))
+            except geometry.GeometryError as error:
+                raise ShotSetError(f"shot {i}: {error}") from error
+        directions = np.stack([geometry.principal_ray(s.T_ref_source)[1] for s in self.shots])
+        spread = np.degrees(np.arccos(np.clip(np.abs(directions @ directions.T), 0, 1))).max()
+        if spread < 10.0:
+            raise ShotSetError(
+                f"the shots' viewing directions differ by {spread:.1f}° at most: at least two "
+                "must differ by 10° or more to triangulate (e.g. an AP and a lateral)"
+            )
+
+
+@dataclass
+class Vertebra:
+    """One reconstructed level, in the poses' frame, millimetres."""
+
+    level: str
+    probability: np.ndarray  # (S, S, S) float32 occupancy probability
+    affine: np.ndarray  # (4, 4) voxel index → mm
+    vertices: np.ndarray  # (N, 3) mm
+    faces: np.ndarray  # (M, 3) vertex indices
+    points: np.ndarray  # (K, 3) mm, sampled on the surface
+    confidence: np.ndarray  # (K,) in [0, 1]
+    frame: np.ndarray  # (4, 4) T_ref_vertebra: body centre, x left, y posterior, z superior
+    centre_mm: np.ndarray  # (3,) where the coarse stage located the level
+
+    @property
+    def mask(self) -> np.ndarray:
+        return surface.largest_component(self.probability >= 0.5)
+
+
+@dataclass
+class Reconstruction:
+    vertebrae: dict[str, Vertebra]
+    missing: list[str]  # levels the coarse stage did not find
+    timings_ms: dict[str, float]
+    device: str
+    views: int
+    weights_sha256: str = ""
+    notes: list[str] = field(default_factory=list)
+
+
+def _load_stage(state: dict, device: torch.device) -> X23DNet:
+    net = X23DNet(NetConfig(**state["net"]))
+    net.load_state_dict(state["state_dict"])
+    return net.to(device).eval()
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def resolve_weights(weights: str | Path) -> Path:
+    path = DEFAULT_WEIGHTS if str(weights) == "default" else Path(weights)
+    if not path.is_file():
+        raise FileNotFoundError(f"no weights file at {path}")
+    return path
+
+
+class Reconstructor:
+    """Load once, reconstruct many times. `device`: "auto" (CUDA when present), "cpu", "cuda"."""
+
+    def __init__(
+        self,
+        weights: str | Path = "default",
+        device: str = "auto",
+        points_per_vertebra: int = 2000,
+        refine: bool = True,
+    ) -> None:
+        path = resolve_weights(weights)
+        self.weights_path = path
+        self.weights_sha256 = _sha256(path)
+        bundle = torch.load(path, map_location="cpu", weights_only=True)
+        if bundle.get("format") != WEIGHTS_FORMAT:
+            raise ValueError(f"{path}: weights format {bundle.get('format')}, expected 1")
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        self.image_size = int(bundle["image_size"])
+        self.coarse_cfg = bundle["coarse"]
+        self.fine_cfg = bundle["fine"]
+        self.coarse = _load_stage(self.coarse_cfg, self.device)
+        self.fine = _load_stage(self.fine_cfg, self.device)
+        self.points_per_vertebra = points_per_vertebra
+        self.refine = refine
+        self.card = {k: v for k, v in bundle.items() if k not in ("coarse", "fine")}
+
+    # -- stages -------------------------------------------------------------------------
+    def prepare(self, shot_set: ShotSet) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+        """Images resized to the working size (V, S, S) and their P (V, 3, 4), on the device;
+        and the poses (V, 4, 4)."""
+        images, Ps = [], []
+        for shot in shot_set.shots:
+            image = torch.as_tensor(np.asarray(shot.image, np.float32), device=self.device)
+            h, w = image.shape
+            scale = self.image_size / max(h, w)
+            size = (max(1, round(h * scale)), max(1, round(w * scale)))
+            resized = F.interpolate(image[None, None], size=size, mode="area")[0, 0]
+            # Resizing maps u → (u + 0.5)·s − 0.5 (pixel centres at integers), per axis.
+            sx, sy = size[1] / w, size[0] / h
+            K = np.asarray(shot.K, float).copy()
+            K[0] *= sx
+            K[0, 2] += 0.5 * sx - 0.5
+            K[1] *= sy
+            K[1, 2] += 0.5 * sy - 0.5
+            canvas = torch.zeros(self.image_size, self.image_size, device=self.device)
+            canvas[: size[0], : size[1]] = resized
+            images.append(canvas)
+            Ps.append(geometry.projection_matrix(K, np.asarray(shot.T_ref_source, float)))
+        P = torch.tensor(np.stack(Ps), dtype=torch.float32, device=self.device)
+        T = np.stack([np.asarray(s.T_ref_source, float) for s in shot_set.shots])
+        return torch.stack(images), P, T
+
+    def localise(
+        self, images: torch.Tensor, P: torch.Tensor, T: np.ndarray
+    ) -> dict[str, np.ndarray]:
+        """Box centres (3,) mm of the levels the coarse stage finds (largest blob each)."""
+        cfg = self.coarse_cfg
+        centre = torch.tensor(
+            geometry.isocentre_of_poses(T), dtype=torch.float32, device=self.device
+        )
+        points = voxel_centres(centre[None], cfg["grid"], cfg["spacing_mm"])
+        logits = self.coarse(images[None], P[None], points)
+        labels = logits.argmax(1)[0].cpu().numpy()
+        pts = points[0].cpu().numpy()
+        centres = {}
+        for name, idx in LEVELS.items():
+            blob = surface.largest_component(labels == idx)
+            if blob.sum() >= cfg.get("min_voxels", 8):
+                found = pts[blob]
+                centres[name] = (found.min(0) + found.max(0)) / 2
+        return centres
+
+    def segment(
+        self, images: torch.Tensor, P: torch.Tensor, centres: dict[str, np.ndarray]
+    ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Per level: occupancy probability (S, S, S) and its affine, all levels in one batch."""
+        cfg = self.fine_cfg
+        names = list(centres)
+        batch_images, batch_P, batch_points = [], [], []
+        for name in names:
+            c = torch.tensor(centres[name], dtype=torch.float32, device=self.device)
+            crops, P_crop = crop_views(images, P, c, cfg["crop_mm"], cfg["crop_px"])
+            batch_images.append(crops)
+            batch_P.append(P_crop)
+            batch_points.append(voxel_centres(c[None], cfg["grid"], cfg["spacing_mm"])[0])
+        logits = self.fine(
+            torch.stack(batch_images), torch.stack(batch_P), torch.stack(batch_points)
+        )
+        prob = logits[:, 0].float().sigmoid().cpu().numpy()
+        out = {}
+        for i, name in enumerate(names):
+            affine = np.diag([cfg["spacing_mm"]] * 3 + [1.0])
+            affine[:3, 3] = batch_points[i][0, 0, 0].cpu().numpy()
+            out[name] = (prob[i], affine)
+        return out
+
+    # -- the whole job ------------------------------------------------------------------
+    @torch.inference_mode()
+    def reconstruct(self, shot_set: ShotSet, seed: int = 0) -> Reconstruction:
+        shot_set.validate()
+        timings: dict[str, float] = {}
+        clock = _Clock(self.device, timings)
+        images, P, T = self.prepare(shot_set)
+        clock.lap("prepare")
+        centres = self.localise(images, P, T)
+        clock.lap("localise")
+        missing = [n for n in LEVEL_NAMES if n not in centres]
+        grids = self.segment(images, P, centres) if centres else {}
+        if self.refine and grids:
+            # Re-centre each grid on the box of what it found (the coarse grid's voxels are
+            # several mm, and a box cut by the grid's edge moves towards the missing part).
+            for name, (prob, affine) in grids.items():
+                mask = surface.largest_component(prob >= 0.5)
+                if mask.any():
+                    centres[name] = box_centre(mask, affine)
+            grids = self.segment(images, P, centres)
+        clock.lap("segment")
+        vertebrae = {}
+        notes = []
+        rng = np.random.default_rng(seed)
+        found = [n for n in LEVEL_NAMES if n in grids]
+        for name in found:
+            prob, affine = grids[name]
+            try:
+                verts, faces = surface.mesh_from_probability(prob, affine)
+            except surface.SurfaceError as error:
+                notes.append(f"{name}: {error}")
+                missing.append(name)
+                continue
+            points, confidence = surface.sample_points(
+                verts, faces, prob, affine, self.points_per_vertebra, rng
+            )
+            vertebrae[name] = Vertebra(
+                level=name,
+                probability=prob,
+                affine=affine,
+                vertices=verts,
+                faces=faces,
+                points=points,
+                confidence=confidence,
+                frame=surface.anatomical_frame(
+                    surface.largest_component(prob >= 0.5), affine, _superior(name, centres)
+                ),
+                centre_mm=centres[name],
+            )
+        clock.lap("surface")
+        timings["total"] = sum(timings.values())
+        return Reconstruction(
+            vertebrae=vertebrae,
+            missing=sorted(set(missing), key=LEVEL_NAMES.index),
+            timings_ms=timings,
+            device=str(self.device),
+            views=len(shot_set.shots),
+            weights_sha256=self.weights_sha256,
+            notes=notes,
+        )
+
+
+def _superior(name: str, centres: dict[str, np.ndarray]) -> np.ndarray:
+    """The spine's upward direction at `name`: from the level below to the level above (L1 is
+    above L2), one-sided at the ends. A lone level has no cue: the reference frame's +z."""
+    i = LEVEL_NAMES.index(name)
+    above = [centres[n] for n in LEVEL_NAMES[:i][::-1] if n in centres][:1]
+    below = [centres[n] for n in LEVEL_NAMES[i + 1 :] if n in centres][:1]
+    upper = above[0] if above else centres[name]
+    lower = below[0] if below else centres[name]
+    direction = np.asarray(upper) - np.asarray(lower)
+    if np.linalg.norm(direction) < 1e-6:
+        return np.array([0.0, 0.0, 1.0])
+    return direction
+
+
+class _Clock:
+    def __init__(self, device: torch.device, timings: dict[str, float]) -> None:
+        self.device, self.timings = device, timings
+        self.last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        now = time.perf_counter()
+        self.timings[name] = round(1000.0 * (now - self.last), 2)
+        self.last = now
+
+
+def shot_set_from_case(item: dict, views: list[int] | None = None, domain: str = "synthetic"):
+    """A ShotSet from a `ShotDataset` item (tensors), optionally a subset of its shots."""
+    n = item["images"].shape[0]
+    pick = list(range(n)) if views is None else list(views)
+    return ShotSet(
+        shots=[
+            Shot(
+                image=item["images"][i].numpy(),
+                K=item["K"][i].numpy(),
+                T_ref_source=item["T_ref_source"][i].numpy(),
+            )
+            for i in pick
+        ],
+        domain=domain,
+    )
