@@ -10,7 +10,7 @@ import pytest
 from x23d_ros.cli import main
 from x23d_ros.data.simulate import SimulateConfig, simulate
 from x23d_ros.evaluate import score
-from x23d_ros.pipeline import Reconstruction, Vertebra
+from x23d_ros.pipeline import Reconstruction, VertebraSurface
 
 
 def _labels() -> tuple[np.ndarray, np.ndarray]:
@@ -22,9 +22,9 @@ def _labels() -> tuple[np.ndarray, np.ndarray]:
     return labels, affine
 
 
-def _vertebra(name: str, probability: np.ndarray, affine: np.ndarray) -> Vertebra:
+def _vertebra(name: str, probability: np.ndarray, affine: np.ndarray) -> VertebraSurface:
     empty = np.zeros((0, 3))
-    return Vertebra(
+    return VertebraSurface(
         name,
         probability,
         affine,

@@ -37,14 +37,16 @@ def _case():
     return images[None], P[None], voxel_centres(centre.float(), GRID, SPACING), solid
 
 
-def test_a_tiny_model_overfits_one_case_to_f1_above_0_9_within_a_minute():
+def test_a_tiny_model_overfits_one_case_to_f1_above_0_9_within_a_few_hundred_steps():
+    """About 20 s on 2 CPU cores; bounded by steps, not by the clock, so a busy machine does
+    not fail it."""
     torch.manual_seed(0)
     images, P, points, solid = _case()
     target = torch.from_numpy(solid.astype(np.float32))[None, None]
     net = X23DNet(NetConfig(features_2d=8, channels_3d=8, classes=1))
     optimiser = torch.optim.Adam(net.parameters(), lr=1e-2)
     start, f1 = time.perf_counter(), 0.0
-    while time.perf_counter() - start < 60.0:
+    for _ in range(40):
         for _ in range(10):
             logits = net(images, P, points)
             prob = torch.sigmoid(logits)

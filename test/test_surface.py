@@ -79,3 +79,15 @@ def test_frames_of_a_procedural_spine_follow_its_anatomy():
         # The body is anterior to the centroid (the arch pulls the centroid back).
         centroid = np.argwhere(mask).mean(0) @ anatomy.affine[:3, :3].T + anatomy.affine[:3, 3]
         assert (centroid - T[:3, 3]) @ R[:, 1] > 8.0, name
+
+
+def test_a_written_ply_reads_back_in_open3d(tmp_path):
+    import open3d as o3d
+
+    points, affine = _grid(24)
+    vertices, faces = surface.mesh_from_probability(_soft_ball(points, [1, 2, 3], 9.0), affine)
+    surface.write_ply(tmp_path / "ball.ply", vertices, faces)
+    mesh = o3d.io.read_triangle_mesh(str(tmp_path / "ball.ply"))
+    np.testing.assert_allclose(np.asarray(mesh.vertices), vertices, atol=1e-4)
+    np.testing.assert_array_equal(np.asarray(mesh.triangles), faces)
+    assert mesh.is_watertight()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import pytest
@@ -125,3 +126,14 @@ def test_torchrun_trains_with_two_processes_and_rank_0_writes(shards, tmp_path):
     assert state["step"] == 2 and len(json.loads(state["rng_ranks"])) == 2
     rows = [json.loads(line) for line in (tmp_path / "ddp" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2] and rows[-1]["world_size"] == 2
+
+
+def test_the_learning_rate_is_constant_then_decays_to_its_floor():
+    from x23d_ros.train import learning_rate
+
+    cfg = TrainConfig(data="", out="", lr=1e-3, steps=100, decay_from=60, lr_min=1e-5)
+    assert [learning_rate(cfg, s) for s in (0, 30, 60)] == pytest.approx([1e-3] * 3)
+    tail = [learning_rate(cfg, s) for s in range(60, 101)]
+    assert all(a > b for a, b in itertools.pairwise(tail))
+    assert tail[-1] == pytest.approx(1e-5)
+    assert learning_rate(TrainConfig(data="", out="", lr=1e-3), 10**6) == 1e-3

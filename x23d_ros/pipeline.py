@@ -91,7 +91,7 @@ class ShotSet:
 
 
 @dataclass
-class Vertebra:
+class VertebraSurface:
     """One reconstructed level, in the poses' frame, millimetres."""
 
     level: str
@@ -111,7 +111,7 @@ class Vertebra:
 
 @dataclass
 class Reconstruction:
-    vertebrae: dict[str, Vertebra]
+    vertebrae: dict[str, VertebraSurface]
     missing: list[str]  # levels the coarse stage did not find
     timings_ms: dict[str, float]
     device: str
@@ -271,7 +271,7 @@ class Reconstructor:
             points, confidence = surface.sample_points(
                 verts, faces, prob, affine, self.points_per_vertebra, rng
             )
-            vertebrae[name] = Vertebra(
+            vertebrae[name] = VertebraSurface(
                 level=name,
                 probability=prob,
                 affine=affine,

@@ -136,3 +136,18 @@ def anatomical_frame(mask: np.ndarray, affine: np.ndarray, superior: np.ndarray)
     T[:3, :3] = np.stack([x, y, z], axis=1)
     T[:3, 3] = origin
     return T
+
+
+def write_ply(path, vertices: np.ndarray, faces: np.ndarray) -> None:
+    """A binary little-endian PLY mesh (vertices in mm), readable by MeshLab, Open3D, Blender."""
+    header = (
+        "ply\nformat binary_little_endian 1.0\n"
+        f"element vertex {len(vertices)}\nproperty float x\nproperty float y\nproperty float z\n"
+        f"element face {len(faces)}\nproperty list uchar int vertex_indices\nend_header\n"
+    )
+    face_rows = np.zeros(len(faces), dtype=[("n", "u1"), ("v", "<i4", (3,))])
+    face_rows["n"], face_rows["v"] = 3, faces
+    with open(path, "wb") as f:
+        f.write(header.encode("ascii"))
+        f.write(np.asarray(vertices, "<f4").tobytes())
+        f.write(face_rows.tobytes())

@@ -61,6 +61,10 @@ class TrainConfig:
     domain: str = "synthetic"
     steps: int = 2000
     lr: float = 2e-3
+    # Learning rate: constant, then from step `decay_from` (if set) a cosine down to `lr_min`
+    # at `steps` (warmup-free "stable, then decay" schedule).
+    decay_from: int | None = None
+    lr_min: float = 1e-5
     grid: int = 48
     spacing_mm: float = 4.0
     views: tuple[int, int] = (2, 4)  # shots drawn per step, inclusive
@@ -259,6 +263,15 @@ def validate(model: X23DNet, dataset: ShotDataset, cfg: TrainConfig, device: tor
     return summarise(cases)
 
 
+def learning_rate(cfg: TrainConfig, step: int) -> float:
+    """The learning rate of step `step` (0-based) under `cfg`'s schedule."""
+    if cfg.decay_from is None or step < cfg.decay_from:
+        return cfg.lr
+    span = max(cfg.steps - cfg.decay_from, 1)
+    t = min((step - cfg.decay_from) / span, 1.0)
+    return cfg.lr_min + (cfg.lr - cfg.lr_min) * 0.5 * (1.0 + np.cos(np.pi * t))
+
+
 def _distributed() -> tuple[int, int, int]:
     """(rank, local rank, world size) under `torchrun`; (0, 0, 1) otherwise."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -322,6 +335,8 @@ def train(cfg: TrainConfig) -> Path:
             loss = loss_fn(logits, batch["target"].to(device))
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
+            for group in optimiser.param_groups:
+                group["lr"] = learning_rate(cfg, step)
             optimiser.step()
             step += 1
             bar.update()
@@ -341,6 +356,7 @@ def train(cfg: TrainConfig) -> Path:
                 record = {
                     "step": step,
                     "loss": loss.item(),
+                    "lr": learning_rate(cfg, step - 1),
                     "seconds": round(time.perf_counter() - start, 1),
                     "world_size": world,
                 }
