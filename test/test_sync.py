@@ -1,0 +1,48 @@
+"""The stamp matcher pairs images with camera info and pose, and reports what never came."""
+
+from __future__ import annotations
+
+import pytest
+
+from x23d_ros.ros.sync import StampMatcher
+
+
+def test_an_image_leaves_with_the_nearest_info_and_pose_within_tolerance():
+    m = StampMatcher(tolerance_s=0.05, need_pose=True)
+    for t in (0.90, 0.97, 1.02, 1.20):
+        assert m.add_pose(t, f"pose@{t}") == ([], [])
+    assert m.add_image(1.0, "image") == ([], [])  # no camera info yet: it waits
+    matches, expired = m.add_info(1.0, "info")
+    assert expired == [] and len(matches) == 1
+    match = matches[0]
+    assert (match.image, match.info, match.pose, match.pose_stamp) == (
+        "image",
+        "info",
+        "pose@1.02",
+        1.02,
+    )
+    assert m.pending() == 0
+
+
+def test_poses_outside_the_tolerance_do_not_match_and_the_image_expires_as_missing_pose():
+    m = StampMatcher(tolerance_s=0.05, need_pose=True, wait_s=1.0)
+    m.add_pose(0.5, "old pose")
+    m.add_info(1.0, "info")
+    assert m.add_image(1.0, "image") == ([], [])
+    matches, expired = m.add_info(2.5, "later info")  # time moves on past wait_s
+    assert matches == [] and [(e.image, e.reason) for e in expired] == [("image", "missing_pose")]
+
+
+def test_an_image_without_camera_info_expires_with_that_reason_and_others_still_match():
+    m = StampMatcher(tolerance_s=0.01, need_pose=False, wait_s=1.0)
+    m.add_image(1.0, "orphan")
+    _, expired = m.add_image(3.0, "second")  # the newest stamp is now 2 s past the orphan
+    assert [(e.image, e.reason) for e in expired] == [("orphan", "missing_camera_info")]
+    matches, expired = m.add_info(3.0, "info")
+    assert expired == []
+    assert [x.image for x in matches] == ["second"] and matches[0].pose is None
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(ValueError, match="tolerance"):
+        StampMatcher(tolerance_s=-1, need_pose=True)

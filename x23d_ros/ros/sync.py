@@ -1,0 +1,90 @@
+"""Pair each C-arm image with its camera info and pose by stamp (message_filters is not on
+PyPI; this is the small approximate-time matcher the listener needs).
+
+An image waits until a camera info and a pose (when poses come from a topic) with stamps within
+`tolerance_s` of its own have arrived; it then leaves as a `Match` with the nearest of each.
+An image still unmatched when the newest stamp seen on any stream is `wait_s` past it expires
+with the reason (`missing_camera_info` or `missing_pose`), so a missing stream is reported
+instead of silently stalling. Camera infos and poses are kept (a pose stream may serve many
+images) up to `history` each.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass
+class Match:
+    stamp: float
+    image: Any
+    info: Any
+    pose: Any  # None when poses do not come from a topic
+    pose_stamp: float | None
+
+
+@dataclass
+class Expired:
+    stamp: float
+    image: Any
+    reason: str  # missing_camera_info | missing_pose
+
+
+class StampMatcher:
+    def __init__(
+        self, tolerance_s: float, need_pose: bool, wait_s: float = 2.0, history: int = 50
+    ) -> None:
+        if tolerance_s < 0 or wait_s <= 0:
+            raise ValueError(f"tolerance_s ≥ 0 and wait_s > 0 needed: {tolerance_s}, {wait_s}")
+        self.tolerance_s, self.need_pose, self.wait_s = tolerance_s, need_pose, wait_s
+        self.images: list[tuple[float, Any]] = []
+        self.infos: deque[tuple[float, Any]] = deque(maxlen=history)
+        self.poses: deque[tuple[float, Any]] = deque(maxlen=history)
+        self.newest = float("-inf")
+
+    def add_image(self, stamp: float, image: Any) -> tuple[list[Match], list[Expired]]:
+        self.images.append((stamp, image))
+        return self._update(stamp)
+
+    def add_info(self, stamp: float, info: Any) -> tuple[list[Match], list[Expired]]:
+        self.infos.append((stamp, info))
+        return self._update(stamp)
+
+    def add_pose(self, stamp: float, pose: Any) -> tuple[list[Match], list[Expired]]:
+        self.poses.append((stamp, pose))
+        return self._update(stamp)
+
+    def pending(self) -> int:
+        return len(self.images)
+
+    def _nearest(self, buffer: deque, stamp: float) -> tuple[float, Any] | None:
+        best = min(buffer, key=lambda item: abs(item[0] - stamp), default=None)
+        if best is None or abs(best[0] - stamp) > self.tolerance_s:
+            return None
+        return best
+
+    def _update(self, stamp: float) -> tuple[list[Match], list[Expired]]:
+        self.newest = max(self.newest, stamp)
+        matches, expired, waiting = [], [], []
+        for image_stamp, image in self.images:
+            info = self._nearest(self.infos, image_stamp)
+            pose = self._nearest(self.poses, image_stamp) if self.need_pose else None
+            if info is not None and (pose is not None or not self.need_pose):
+                matches.append(
+                    Match(
+                        image_stamp,
+                        image,
+                        info[1],
+                        None if pose is None else pose[1],
+                        None if pose is None else pose[0],
+                    )
+                )
+            elif self.newest - image_stamp > self.wait_s:
+                reason = "missing_camera_info" if info is None else "missing_pose"
+                expired.append(Expired(image_stamp, image, reason))
+            else:
+                waiting.append((image_stamp, image))
+        self.images = waiting
+        return matches, expired
