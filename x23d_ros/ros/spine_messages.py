@@ -1,0 +1,131 @@
+"""A `Reconstruction` (core, millimetres) as the messages planners read (metres, REP 103).
+
+- `point_cloud`: sensor_msgs/PointCloud2, fields x, y, z, confidence (float32) and label
+  (uint8, 1..5 for L1..L5), little-endian, 20 bytes a point, dense.
+- `marker_array`: visualization_msgs/MarkerArray, a DELETEALL then one TRIANGLE_LIST per
+  vertebra (namespace `x23d`, id = level index), one colour per level.
+- `mesh`: shape_msgs/Mesh of one vertebra.
+- `pose_array`: geometry_msgs/PoseArray of the vertebra frames, in L1..L5 order of the levels
+  reconstructed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from builtin_interfaces.msg import Time
+from geometry_msgs.msg import Point, Pose, PoseArray
+from scipy.spatial.transform import Rotation
+from sensor_msgs.msg import PointCloud2, PointField
+from shape_msgs.msg import Mesh, MeshTriangle
+from std_msgs.msg import ColorRGBA, Header
+from visualization_msgs.msg import Marker, MarkerArray
+
+from x23d_ros.anatomy import LEVELS
+from x23d_ros.pipeline import Reconstruction, VertebraSurface
+
+MM = 1e-3  # metres per millimetre
+# Okabe–Ito colours (colour-blind safe), L1..L5.
+LEVEL_COLOURS = {
+    "L1": (0.90, 0.62, 0.00),
+    "L2": (0.34, 0.71, 0.91),
+    "L3": (0.00, 0.62, 0.45),
+    "L4": (0.94, 0.89, 0.26),
+    "L5": (0.80, 0.47, 0.65),
+}
+CLOUD_DTYPE = np.dtype(
+    [("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("confidence", "<f4"), ("label", "u1")],
+    align=False,
+)
+POINT_STEP = 20  # the 17 bytes above, padded to a multiple of 4
+
+
+def _header(frame_id: str, stamp: Time) -> Header:
+    return Header(frame_id=frame_id, stamp=stamp)
+
+
+def point_cloud(recon: Reconstruction, frame_id: str, stamp: Time) -> PointCloud2:
+    rows = []
+    for name, v in recon.vertebrae.items():
+        block = np.zeros(len(v.points), CLOUD_DTYPE)
+        xyz = (v.points * MM).astype(np.float32)
+        block["x"], block["y"], block["z"] = xyz.T
+        block["confidence"] = v.confidence
+        block["label"] = LEVELS[name]
+        rows.append(block)
+    points = np.concatenate(rows) if rows else np.zeros(0, CLOUD_DTYPE)
+    padded = np.zeros((len(points), POINT_STEP), np.uint8)
+    padded[:, : CLOUD_DTYPE.itemsize] = points.view(np.uint8).reshape(len(points), -1)
+    fields = [
+        PointField(name=n, offset=CLOUD_DTYPE.fields[n][1], datatype=t, count=1)
+        for n, t in (
+            ("x", PointField.FLOAT32),
+            ("y", PointField.FLOAT32),
+            ("z", PointField.FLOAT32),
+            ("confidence", PointField.FLOAT32),
+            ("label", PointField.UINT8),
+        )
+    ]
+    return PointCloud2(
+        header=_header(frame_id, stamp),
+        height=1,
+        width=len(points),
+        fields=fields,
+        is_bigendian=False,
+        point_step=POINT_STEP,
+        row_step=POINT_STEP * len(points),
+        data=padded.tobytes(),
+        is_dense=True,
+    )
+
+
+def read_point_cloud(msg: PointCloud2) -> np.ndarray:
+    """The structured array (x, y, z, confidence, label) of a cloud made by `point_cloud`."""
+    raw = np.frombuffer(bytes(msg.data), np.uint8).reshape(msg.width * msg.height, msg.point_step)
+    return np.ascontiguousarray(raw[:, : CLOUD_DTYPE.itemsize]).view(CLOUD_DTYPE).ravel()
+
+
+def mesh(v: VertebraSurface) -> Mesh:
+    return Mesh(
+        triangles=[MeshTriangle(vertex_indices=[int(i) for i in f]) for f in v.faces],
+        vertices=[Point(x=float(p[0]), y=float(p[1]), z=float(p[2])) for p in v.vertices * MM],
+    )
+
+
+def marker_array(recon: Reconstruction, frame_id: str, stamp: Time) -> MarkerArray:
+    markers = [Marker(header=_header(frame_id, stamp), ns="x23d", action=Marker.DELETEALL)]
+    for name, v in recon.vertebrae.items():
+        r, g, b = LEVEL_COLOURS[name]
+        corners = (v.vertices[v.faces.reshape(-1)] * MM).tolist()
+        m = Marker(
+            header=_header(frame_id, stamp),
+            ns="x23d",
+            id=LEVELS[name],
+            type=Marker.TRIANGLE_LIST,
+            action=Marker.ADD,
+            color=ColorRGBA(r=r, g=g, b=b, a=1.0),
+            frame_locked=True,
+            text=name,
+        )
+        m.pose.orientation.w = 1.0
+        m.scale.x = m.scale.y = m.scale.z = 1.0
+        m.points = [Point(x=p[0], y=p[1], z=p[2]) for p in corners]
+        markers.append(m)
+    return MarkerArray(markers=markers)
+
+
+def frame_pose(T: np.ndarray) -> Pose:
+    """A (4, 4) transform in mm as a Pose in metres."""
+    x, y, z, w = Rotation.from_matrix(T[:3, :3]).as_quat()
+    pose = Pose()
+    pose.position.x, pose.position.y, pose.position.z = (float(c) for c in T[:3, 3] * MM)
+    pose.orientation.x, pose.orientation.y = float(x), float(y)
+    pose.orientation.z, pose.orientation.w = float(z), float(w)
+    return pose
+
+
+def pose_array(recon: Reconstruction, frame_id: str, stamp: Time) -> PoseArray:
+    names = [n for n in LEVELS if n in recon.vertebrae]
+    return PoseArray(
+        header=_header(frame_id, stamp),
+        poses=[frame_pose(recon.vertebrae[n].frame) for n in names],
+    )
