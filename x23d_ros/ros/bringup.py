@@ -1,24 +1,77 @@
 """`bringup`: the one process that composes carm_listener, reconstructor and spine_publisher.
 
-shared/DESIGN.md §1: the three nodes share a MultiThreadedExecutor in one process, so images are
-not serialised twice and the model is loaded once. The nodes themselves are issue #5's work;
-until they exist this executable refuses to start, loudly, rather than pretend to run.
+shared/DESIGN.md §1: the three nodes share a MultiThreadedExecutor in one process, so images
+are not serialised twice and the model is loaded once. Shots go from the listener to the
+reconstructor as Python objects; the reconstruction runs on the reconstructor's own thread,
+so the listener keeps receiving; its result goes to the publisher.
 """
 
 from __future__ import annotations
 
 import sys
 
-NOT_YET = (
-    "x23d_ros bringup: the carm_listener, reconstructor and spine_publisher nodes are not "
-    "implemented yet (tracked in issue #5), so there is nothing to launch. "
-    "`x23d-ros check-transport` verifies the ROS 2 set-up in the meantime."
-)
+import rclpy
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+
+from x23d_ros.ros.carm_listener import CArmListener
+from x23d_ros.ros.reconstructor_node import ReconstructorNode
+from x23d_ros.ros.spine_publisher import SpinePublisher
+
+
+class Pipeline:
+    """The three nodes, wired."""
+
+    def __init__(self) -> None:
+        self.publisher = SpinePublisher(status=self.status)
+        self.reconstructor = ReconstructorNode(on_result=self.publisher.publish)
+        self.listener = CArmListener(on_shot_set=self.reconstructor.submit)
+        self.nodes = (self.listener, self.reconstructor, self.publisher)
+
+    def status(self) -> dict[str, str]:
+        r = self.reconstructor
+        state = (
+            "reconstructing"
+            if r.busy()
+            else ("published" if r.last is not None else "collecting shots")
+        )
+        values = {
+            "state": state,
+            "shots_collected": str(len(self.listener.session)),
+            "session": self.listener.session.folder.name,
+            "device": str(r.reconstructor.device),
+            "weights_sha256": r.reconstructor.weights_sha256[:16],
+            "reconstructions": str(r.runs),
+            "last_error": r.last_error,
+        }
+        for reason, count in sorted(self.listener.rejections.items()):
+            values[f"rejected.{reason}"] = str(count)
+        if r.last is not None:
+            for stage, ms in r.last.timings_ms.items():
+                values[f"latency_ms.{stage}"] = f"{ms:.1f}"
+            values["levels"] = ",".join(r.last.vertebrae)
+        return values
+
+    def destroy(self) -> None:
+        for node in self.nodes:
+            node.destroy_node()
 
 
 def main(args: list[str] | None = None) -> int:
-    print(NOT_YET, file=sys.stderr)
-    return 2
+    rclpy.init(args=args)
+    pipeline = None
+    try:
+        pipeline = Pipeline()
+        executor = MultiThreadedExecutor()
+        for node in pipeline.nodes:
+            executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if pipeline is not None:
+            pipeline.destroy()
+        rclpy.try_shutdown()
+    return 0
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ CLOUD_DTYPE = np.dtype(
 POINT_STEP = 20  # the 17 bytes above, padded to a multiple of 4
 
 
-def _header(frame_id: str, stamp: Time) -> Header:
+def header(frame_id: str, stamp: Time) -> Header:
     return Header(frame_id=frame_id, stamp=stamp)
 
 
@@ -66,7 +66,7 @@ def point_cloud(recon: Reconstruction, frame_id: str, stamp: Time) -> PointCloud
         )
     ]
     return PointCloud2(
-        header=_header(frame_id, stamp),
+        header=header(frame_id, stamp),
         height=1,
         width=len(points),
         fields=fields,
@@ -92,12 +92,12 @@ def mesh(v: VertebraSurface) -> Mesh:
 
 
 def marker_array(recon: Reconstruction, frame_id: str, stamp: Time) -> MarkerArray:
-    markers = [Marker(header=_header(frame_id, stamp), ns="x23d", action=Marker.DELETEALL)]
+    markers = [Marker(header=header(frame_id, stamp), ns="x23d", action=Marker.DELETEALL)]
     for name, v in recon.vertebrae.items():
         r, g, b = LEVEL_COLOURS[name]
         corners = (v.vertices[v.faces.reshape(-1)] * MM).tolist()
         m = Marker(
-            header=_header(frame_id, stamp),
+            header=header(frame_id, stamp),
             ns="x23d",
             id=LEVELS[name],
             type=Marker.TRIANGLE_LIST,
@@ -126,6 +126,6 @@ def frame_pose(T: np.ndarray) -> Pose:
 def pose_array(recon: Reconstruction, frame_id: str, stamp: Time) -> PoseArray:
     names = [n for n in LEVELS if n in recon.vertebrae]
     return PoseArray(
-        header=_header(frame_id, stamp),
+        header=header(frame_id, stamp),
         poses=[frame_pose(recon.vertebrae[n].frame) for n in names],
     )

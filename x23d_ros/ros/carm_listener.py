@@ -1,0 +1,208 @@
+"""`carm_listener`: collect posed C-arm shots into a persisted session; ask for reconstructions.
+
+Subscribes to the image, its camera info and (`pose_source: topic`) a PoseStamped of the
+X-ray source in `reference_frame`; pairs them by stamp (`ros.sync.StampMatcher`); checks each
+shot (`session.check_shot`); writes every accepted shot to the session folder at once. At
+`views_required` shots, on `/x23d/reconstruct`, and for every shot added after that, it hands
+the whole set to `on_shot_set` (the reconstructor, in the same process). `/x23d/reset` starts a
+new session. A bad message is logged with its reason and counted (`rejections`); it never
+stops the node nor touches the shots already collected.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from geometry_msgs.msg import PoseStamped
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, qos_profile_sensor_data
+from scipy.spatial.transform import Rotation
+from sensor_msgs.msg import CameraInfo, Image
+from std_srvs.srv import Trigger
+
+from x23d_ros.pipeline import MIN_SHOTS, Shot, ShotSet
+from x23d_ros.ros.image_conversion import ImageMessageError, image_from_msg
+from x23d_ros.ros.parameters import Param, declare
+from x23d_ros.ros.sync import StampMatcher
+from x23d_ros.session import ShotChecks, ShotRejectedError, ShotSession, check_shot
+
+PARAMS = (
+    Param("reference_frame", "patient_ref", "frame the poses are given in (mm inside, m in ROS)"),
+    Param("image_topic", "/carm/image_raw", "sensor_msgs/Image of the C-arm"),
+    Param("camera_info_topic", "/carm/camera_info", "sensor_msgs/CameraInfo of the C-arm"),
+    Param("pose_topic", "/carm/pose", "geometry_msgs/PoseStamped of the X-ray source"),
+    Param("pose_source", "topic", "topic (PoseStamped) or tf (tf2, on full ROS 2 installs)"),
+    Param("input_qos", "reliable", "reliable (depth 10) or sensor_data (best effort, REP 2003)"),
+    Param("sync_tolerance_s", 0.05, "largest stamp difference image/info/pose", 0.0, 10.0),
+    Param("sync_wait_s", 2.0, "how long an image waits for its info and pose", 0.01, 60.0),
+    Param("max_pose_age_s", 0.5, "largest |image stamp − pose stamp|", 0.0, 60.0),
+    Param("min_view_separation_deg", 5.0, "refuse a view this close to one collected", 0.0, 90.0),
+    Param("views_required", 3, "shots that trigger a reconstruction", MIN_SHOTS, 8),
+    Param("session_dir", "x23d_sessions", "where accepted shots are persisted"),
+    Param("resume_session", True, "continue the newest session found in session_dir"),
+    Param("domain", "synthetic", "what the shots look like: synthetic or realistic"),
+)
+
+
+def pose_to_matrix(msg: PoseStamped) -> np.ndarray:
+    """T (4, 4) in mm. The quaternion must be finite and of unit norm within 1e-3 (it is then
+    normalised); anything else raises ValueError."""
+    p, q = msg.pose.position, msg.pose.orientation
+    quat = np.array([q.x, q.y, q.z, q.w], float)
+    position = np.array([p.x, p.y, p.z], float)
+    if not (np.isfinite(quat).all() and np.isfinite(position).all()):
+        raise ValueError("pose holds NaN or infinite values")
+    norm = np.linalg.norm(quat)
+    if abs(norm - 1.0) > 1e-3:
+        raise ValueError(f"pose quaternion has norm {norm:.6f}, not 1")
+    T = np.eye(4)
+    T[:3, :3] = Rotation.from_quat(quat / norm).as_matrix()
+    T[:3, 3] = position * 1000.0
+    return T
+
+
+def _stamp(msg) -> float:
+    return msg.header.stamp.sec + 1e-9 * msg.header.stamp.nanosec
+
+
+class CArmListener(Node):
+    def __init__(self, on_shot_set: Callable[[ShotSet], None] | None = None) -> None:
+        super().__init__("carm_listener")
+        self.p = declare(self, PARAMS)
+        self.on_shot_set = on_shot_set or (lambda _: None)
+        self.rejections: Counter[str] = Counter()
+        self.checks = ShotChecks(self.p.min_view_separation_deg, self.p.max_pose_age_s)
+        root = Path(self.p.session_dir)
+        self.session = (
+            ShotSession.resume(root, self.p.domain)
+            if self.p.resume_session
+            else ShotSession.new(root, self.p.domain)
+        )
+        if len(self.session):
+            self.get_logger().info(
+                f"resumed session {self.session.folder} with {len(self.session)} shots"
+            )
+        if self.p.pose_source not in ("topic", "tf"):
+            raise ValueError(f"pose_source must be topic or tf, not {self.p.pose_source!r}")
+        self.matcher = StampMatcher(
+            self.p.sync_tolerance_s, self.p.pose_source == "topic", self.p.sync_wait_s
+        )
+        qos = qos_profile_sensor_data if self.p.input_qos == "sensor_data" else QoSProfile(depth=10)
+        self.create_subscription(Image, self.p.image_topic, self._on_image, qos)
+        self.create_subscription(CameraInfo, self.p.camera_info_topic, self._on_info, qos)
+        if self.p.pose_source == "topic":
+            self.create_subscription(PoseStamped, self.p.pose_topic, self._on_pose, qos)
+        else:
+            self._init_tf()
+        self.create_service(Trigger, "/x23d/reconstruct", self._srv_reconstruct)
+        self.create_service(Trigger, "/x23d/reset", self._srv_reset)
+
+    # -- inputs -------------------------------------------------------------------------
+    def _init_tf(self) -> None:
+        try:
+            from tf2_ros import Buffer, TransformListener
+        except ImportError as error:  # tf2 is on every full ROS 2 install, not on PyPI
+            raise RuntimeError("pose_source: tf needs tf2_ros (a full ROS 2 install)") from error
+        self.tf_buffer = Buffer()
+        self.tf_listener = TransformListener(self.tf_buffer, self)
+
+    def _reject(self, reason: str, detail: str) -> None:
+        self.rejections[reason] += 1
+        self.get_logger().warning(f"shot refused ({reason}): {detail}")
+
+    def _on_image(self, msg: Image) -> None:
+        try:
+            image = image_from_msg(msg)
+        except ImageMessageError as error:
+            self._reject("bad_image", str(error))
+            return
+        self._handle(*self.matcher.add_image(_stamp(msg), (image.astype(np.float32), msg)))
+
+    def _on_info(self, msg: CameraInfo) -> None:
+        self._handle(*self.matcher.add_info(_stamp(msg), msg))
+
+    def _on_pose(self, msg: PoseStamped) -> None:
+        if msg.header.frame_id != self.p.reference_frame:
+            self._reject(
+                "pose_frame",
+                f"pose in {msg.header.frame_id!r}, expected {self.p.reference_frame!r}",
+            )
+            return
+        try:
+            T = pose_to_matrix(msg)
+        except ValueError as error:
+            self._reject("pose_values", str(error))
+            return
+        self._handle(*self.matcher.add_pose(_stamp(msg), T))
+
+    def _tf_pose(self, image_msg: Image) -> np.ndarray | None:
+        from rclpy.time import Time
+
+        try:
+            stamp = Time.from_msg(image_msg.header.stamp)
+            t = self.tf_buffer.lookup_transform(
+                self.p.reference_frame, image_msg.header.frame_id, stamp
+            ).transform
+        except Exception as error:  # tf2's lookup exceptions share no base we can import here
+            self._reject("tf_lookup", str(error))
+            return None
+        msg = PoseStamped()
+        msg.pose.position.x, msg.pose.position.y = t.translation.x, t.translation.y
+        msg.pose.position.z = t.translation.z
+        msg.pose.orientation = t.rotation
+        return pose_to_matrix(msg)
+
+    def _handle(self, matches, expired) -> None:
+        for e in expired:
+            self._reject(e.reason, f"image stamped {e.stamp:.3f} s")
+        for m in matches:
+            image, image_msg = m.image
+            T = m.pose if m.pose is not None else self._tf_pose(image_msg)
+            if T is None:
+                continue
+            K = np.asarray(m.info.k, float).reshape(3, 3)
+            shot = Shot(image, K, T, m.stamp)
+            try:
+                check_shot(
+                    shot,
+                    self.session.shots,
+                    self.checks,
+                    pose_stamp=m.pose_stamp,
+                    info_size=(m.info.height, m.info.width),
+                )
+            except ShotRejectedError as error:
+                self._reject(error.reason, str(error))
+                continue
+            index = self.session.add(shot)
+            self.get_logger().info(
+                f"shot {index} accepted ({len(self.session)}/{self.p.views_required})"
+            )
+            if len(self.session) >= self.p.views_required:
+                self._request()
+
+    # -- triggers -----------------------------------------------------------------------
+    def _request(self) -> bool:
+        if len(self.session) < MIN_SHOTS:
+            return False
+        self.session.record_reconstruction()
+        self.on_shot_set(self.session.shot_set())
+        return True
+
+    def _srv_reconstruct(self, _request, response):
+        response.success = self._request()
+        response.message = (
+            f"reconstructing from {len(self.session)} shots"
+            if response.success
+            else f"{len(self.session)} shots; at least {MIN_SHOTS} needed"
+        )
+        return response
+
+    def _srv_reset(self, _request, response):
+        old = self.session.folder
+        self.session = ShotSession.new(Path(self.p.session_dir), self.p.domain)
+        response.success = True
+        response.message = f"new session {self.session.folder.name}; {old.name} kept on disk"
+        return response
