@@ -184,3 +184,23 @@ def test_bad_input_a_crash_and_a_late_subscriber(case, tmp_path, ros_domain_id):
     print(f"cloud → ground-truth surface: mean {distance.mean():.2f} mm")
     assert np.median(distance) < 10.0
     probe.close()
+
+
+def test_the_config_file_lists_every_parameter_of_every_node_with_its_default():
+    from pathlib import Path
+
+    import yaml
+
+    from x23d_ros.ros import carm_listener, reconstructor_node, spine_publisher
+
+    config = yaml.safe_load((Path(__file__).parents[1] / "config" / "reconstruct.yaml").read_text())
+    shared = config["/**"]["ros__parameters"]
+    for node, params in (
+        ("carm_listener", carm_listener.PARAMS),
+        ("reconstructor", reconstructor_node.PARAMS),
+        ("spine_publisher", spine_publisher.PARAMS),
+    ):
+        section = {**shared, **config[node]["ros__parameters"]}
+        assert set(section) - set(shared) <= {p.name for p in params}, node
+        for p in params:
+            assert section.get(p.name) == p.default, (node, p.name)

@@ -41,7 +41,7 @@ PARAMS = (
     Param("max_pose_age_s", 0.5, "largest |image stamp − pose stamp|", 0.0, 60.0),
     Param("min_view_separation_deg", 5.0, "refuse a view this close to one collected", 0.0, 90.0),
     Param("views_required", 3, "shots that trigger a reconstruction", MIN_SHOTS, 8),
-    Param("session_dir", "x23d_sessions", "where accepted shots are persisted"),
+    Param("session_dir", "~/.ros/x23d_sessions", "where accepted shots are persisted"),
     Param("resume_session", True, "continue the newest session found in session_dir"),
     Param("domain", "synthetic", "what the shots look like: synthetic or realistic"),
 )
@@ -75,7 +75,7 @@ class CArmListener(Node):
         self.on_shot_set = on_shot_set or (lambda _: None)
         self.rejections: Counter[str] = Counter()
         self.checks = ShotChecks(self.p.min_view_separation_deg, self.p.max_pose_age_s)
-        root = Path(self.p.session_dir)
+        root = Path(self.p.session_dir).expanduser()
         self.session = (
             ShotSession.resume(root, self.p.domain)
             if self.p.resume_session
@@ -202,7 +202,7 @@ class CArmListener(Node):
 
     def _srv_reset(self, _request, response):
         old = self.session.folder
-        self.session = ShotSession.new(Path(self.p.session_dir), self.p.domain)
+        self.session = ShotSession.new(Path(self.p.session_dir).expanduser(), self.p.domain)
         response.success = True
         response.message = f"new session {self.session.folder.name}; {old.name} kept on disk"
         return response

@@ -47,7 +47,15 @@ def _cmd_check_transport(args: argparse.Namespace) -> int:
 
 
 def _cmd_launch(args: argparse.Namespace) -> int:
-    return bringup.main(args.ros_args)
+    """Start bringup as `ros2 launch` would: with the installed config/reconstruct.yaml unless
+    a --params-file is given; further --ros-args (e.g. -p weights:=my.pt) override it."""
+    ros_args = list(args.ros_args)
+    if "--params-file" not in ros_args:
+        from ament_index_python.packages import get_package_share_directory
+
+        config = Path(get_package_share_directory("x23d_ros")) / "config" / "reconstruct.yaml"
+        ros_args = ["--ros-args", "--params-file", str(config), *ros_args]
+    return bringup.main(ros_args)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
