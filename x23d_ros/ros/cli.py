@@ -76,8 +76,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     )
     _demo_reconstruction(out, shard)
     print(
-        "Not available yet: the reconstruct pipeline over ROS 2 (issues #5, #7). This demo grows "
-        "with them."
+        "Not in the demo yet: the reconstruction over ROS 2 from a replayed bag (the process runs: "
+        "`x23d-ros launch`; the simulated C-arm and bags are issue #5) and the MoveIt/TF outputs "
+        "(issue #7)."
     )
     return 0 if ok else 1
 
