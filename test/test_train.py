@@ -128,6 +128,16 @@ def test_torchrun_trains_with_two_processes_and_rank_0_writes(shards, tmp_path):
     assert [r["step"] for r in rows] == [1, 2] and rows[-1]["world_size"] == 2
 
 
+def test_a_run_in_its_decay_phase_resumes_from_a_weights_only_checkpoint(shards, tmp_path):
+    cfg = _config(shards, tmp_path / "decay", 2)
+    cfg.decay_from, cfg.val = 1, None
+    train(cfg)
+    cfg.steps = 3
+    state = torch.load(train(cfg) / "checkpoint.pt", weights_only=True)
+    assert state["step"] == 3
+    assert all(isinstance(g["lr"], float) for g in state["optimiser"]["param_groups"])
+
+
 def test_the_learning_rate_is_constant_then_decays_to_its_floor():
     from x23d_ros.train import learning_rate
 

@@ -269,7 +269,7 @@ def learning_rate(cfg: TrainConfig, step: int) -> float:
         return cfg.lr
     span = max(cfg.steps - cfg.decay_from, 1)
     t = min((step - cfg.decay_from) / span, 1.0)
-    return cfg.lr_min + (cfg.lr - cfg.lr_min) * 0.5 * (1.0 + np.cos(np.pi * t))
+    return float(cfg.lr_min + (cfg.lr - cfg.lr_min) * 0.5 * (1.0 + np.cos(np.pi * t)))
 
 
 def _distributed() -> tuple[int, int, int]:
