@@ -30,6 +30,7 @@ setup(
             "bringup = x23d_ros.ros.bringup:main",
             "image_publisher = x23d_ros.ros.image_publisher:main",
             "image_probe = x23d_ros.ros.image_probe:main",
+            "sim_carm = x23d_ros.ros.sim_carm:main",
             # Command-line tools.
             "x23d = x23d_ros.cli:main",
             "x23d-ros = x23d_ros.ros.cli:main",

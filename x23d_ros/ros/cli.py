@@ -58,6 +58,12 @@ def _cmd_launch(args: argparse.Namespace) -> int:
     return bringup.main(ros_args)
 
 
+def _cmd_sim_carm(args: argparse.Namespace) -> int:
+    from x23d_ros.ros import sim_carm
+
+    return sim_carm.main(args.ros_args)
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     # The data engine pulls in torch: imported here, so the other commands start fast.
     from x23d_ros.data.preview import contact_sheet
@@ -123,6 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     launch.add_argument("ros_args", nargs=argparse.REMAINDER, help="passed on to the nodes")
     launch.set_defaults(func=_cmd_launch)
+
+    sim = sub.add_parser("sim-carm", help="publish simulated posed C-arm shots (driver stand-in)")
+    sim.add_argument("ros_args", nargs=argparse.REMAINDER, help="e.g. --ros-args -p seed:=7")
+    sim.set_defaults(func=_cmd_sim_carm)
 
     demo = sub.add_parser("demo", help="the end-to-end demo (make demo)")
     demo.add_argument("--out", default="demo_out", help="folder for what the demo makes")
