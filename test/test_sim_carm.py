@@ -74,3 +74,67 @@ def test_sim_carm_shots_become_a_published_spine(shards, tmp_path, ros_domain_id
     assert len(cloud) >= 3 * 300 and set(np.unique(cloud["label"])) <= {1, 2, 3, 4, 5}
     # Three shots were accepted and persisted.
     assert len(list(tmp_path.glob("*/shot_*.npz"))) == 3
+
+
+def test_replaying_the_shipped_demo_bag_yields_the_spine_of_its_case(tmp_path, ros_domain_id):
+    from scipy.spatial import cKDTree
+    from skimage import measure
+    from test_bringup import Probe
+
+    from x23d_ros.anatomy.procedural import generate
+    from x23d_ros.ros.bags import DEMO_BAG, read
+
+    assert {t for t, _, _ in read(DEMO_BAG)} == {
+        "/carm/image_raw",
+        "/carm/camera_info",
+        "/carm/pose",
+    }
+    env = isolated_ros_env(ros_domain_id)
+    log_path = tmp_path / "processes.log"
+    log = open(log_path, "w")  # noqa: SIM115
+    bringup = subprocess.Popen(
+        [
+            installed_executable("bringup"),
+            "--ros-args",
+            "-p",
+            f"session_dir:={tmp_path}",
+            "-p",
+            "device:=cpu",
+            "-p",
+            "points_per_vertebra:=300",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    probe = Probe(ros_domain_id)
+    try:
+        replay = subprocess.run(
+            [installed_executable("x23d-ros"), "replay", "demo", "--rate", "4"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            timeout=180,
+        )
+        assert replay.returncode == 0, log_path.read_text()[-3000:]
+        assert probe.spin_until(lambda: probe.clouds, 180), log_path.read_text()[-3000:]
+    finally:
+        bringup.send_signal(signal.SIGINT)
+        try:
+            bringup.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            bringup.kill()
+        log.close()
+        probe.close()
+    msg = probe.clouds[-1]
+    assert msg.header.frame_id == "patient_ref"
+    cloud = read_point_cloud(msg)
+    assert set(np.unique(cloud["label"])) <= {1, 2, 3, 4, 5}
+    # The bag's case: `x23d-ros record --seed 2026`, whose spine is the first draw of its RNG.
+    anatomy = generate(int(np.random.default_rng([2026, 0]).integers(2**31)), spacing_mm=2.0)
+    verts = measure.marching_cubes((anatomy.labels > 0).astype(np.float32), 0.5)[0]
+    surface_mm = verts @ anatomy.affine[:3, :3].T + anatomy.affine[:3, 3]
+    xyz_mm = 1000.0 * np.stack([cloud["x"], cloud["y"], cloud["z"]], -1).astype(float)
+    distance = cKDTree(surface_mm).query(xyz_mm)[0]
+    print(f"demo bag: cloud → ground-truth bone surface, mean {distance.mean():.2f} mm")
+    assert np.median(distance) < 10.0

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from rclpy.duration import Duration
 
 from x23d_ros import __version__
 from x23d_ros.ros import bringup
@@ -62,6 +63,38 @@ def _cmd_sim_carm(args: argparse.Namespace) -> int:
     from x23d_ros.ros import sim_carm
 
     return sim_carm.main(args.ros_args)
+
+
+def _cmd_record(args: argparse.Namespace) -> int:
+    from x23d_ros.ros.bags import record
+    from x23d_ros.ros.sim_carm import load_case
+
+    item = load_case(str(args.shards or ""), args.case, args.seed, args.views, args.domain)
+    record(args.out, item, args.views, args.domain, args.storage, args.period_s)
+    print(f"{args.views} shots recorded in {args.out}")
+    return 0
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    import rclpy
+
+    from x23d_ros.ros.bags import DEMO_BAG, replay
+
+    bag = DEMO_BAG if str(args.bag) == "demo" else args.bag
+    rclpy.init()
+    node = rclpy.create_node("x23d_replay")
+    try:
+        count = replay(node, bag, args.rate, args.wait_s)
+        for publisher in node.publishers:
+            publisher.wait_for_all_acked(Duration(seconds=10))
+    except TimeoutError as error:
+        print(f"replay: {error}", file=sys.stderr)
+        return 1
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+    print(f"replayed {count} messages from {bag}")
+    return 0
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -133,6 +166,23 @@ def build_parser() -> argparse.ArgumentParser:
     sim = sub.add_parser("sim-carm", help="publish simulated posed C-arm shots (driver stand-in)")
     sim.add_argument("ros_args", nargs=argparse.REMAINDER, help="e.g. --ros-args -p seed:=7")
     sim.set_defaults(func=_cmd_sim_carm)
+
+    record = sub.add_parser("record", help="record simulated C-arm shots into a rosbag2 bag")
+    record.add_argument("--out", type=Path, required=True, help="bag folder to create")
+    record.add_argument("--shards", type=Path, help="take the case from these shards")
+    record.add_argument("--case", type=int, default=0, help="case index in --shards")
+    record.add_argument("--seed", type=int, default=2026, help="else simulate this seed's case")
+    record.add_argument("--views", type=int, default=3)
+    record.add_argument("--domain", choices=("synthetic", "realistic"), default="synthetic")
+    record.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap")
+    record.add_argument("--period-s", type=float, default=1.0, help="seconds between shots")
+    record.set_defaults(func=_cmd_record)
+
+    replay = sub.add_parser("replay", help="publish a bag's C-arm messages with their timing")
+    replay.add_argument("bag", type=Path, help="bag folder (or `demo` for the shipped one)")
+    replay.add_argument("--rate", type=float, default=1.0, help="playback speed factor")
+    replay.add_argument("--wait-s", type=float, default=60.0, help="wait for subscribers")
+    replay.set_defaults(func=_cmd_replay)
 
     demo = sub.add_parser("demo", help="the end-to-end demo (make demo)")
     demo.add_argument("--out", default="demo_out", help="folder for what the demo makes")
