@@ -81,7 +81,7 @@ def test_frames_of_a_procedural_spine_follow_its_anatomy():
         assert (centroid - T[:3, 3]) @ R[:, 1] > 8.0, name
 
 
-def test_a_written_ply_reads_back_in_open3d(tmp_path):
+def test_written_ply_and_stl_meshes_read_back_in_open3d(tmp_path):
     import open3d as o3d
 
     points, affine = _grid(24)
@@ -91,3 +91,11 @@ def test_a_written_ply_reads_back_in_open3d(tmp_path):
     np.testing.assert_allclose(np.asarray(mesh.vertices), vertices, atol=1e-4)
     np.testing.assert_array_equal(np.asarray(mesh.triangles), faces)
     assert mesh.is_watertight()
+    surface.write_stl(tmp_path / "ball.stl", vertices, faces)
+    stl = o3d.io.read_triangle_mesh(str(tmp_path / "ball.stl"))
+    assert len(stl.triangles) == len(faces)
+    # STL repeats each triangle's corners: the same triangles, as coordinates.
+    corners = np.asarray(stl.vertices)[np.asarray(stl.triangles)]
+    np.testing.assert_allclose(
+        np.sort(corners.reshape(-1, 3), 0), np.sort(vertices[faces].reshape(-1, 3), 0), atol=1e-4
+    )

@@ -151,3 +151,16 @@ def write_ply(path, vertices: np.ndarray, faces: np.ndarray) -> None:
         f.write(header.encode("ascii"))
         f.write(np.asarray(vertices, "<f4").tobytes())
         f.write(face_rows.tobytes())
+
+
+def write_stl(path, vertices: np.ndarray, faces: np.ndarray) -> None:
+    """A binary STL mesh (the units of `vertices`), as CAD and slicers read it."""
+    tri = np.asarray(vertices, float)[faces]
+    normals = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
+    rows = np.zeros(len(faces), dtype=[("n", "<f4", (3,)), ("v", "<f4", (3, 3)), ("a", "<u2")])
+    rows["n"], rows["v"] = normals, tri
+    with open(path, "wb") as f:
+        f.write(b"x23d_ros vertebra mesh".ljust(80, b" "))
+        f.write(np.uint32(len(faces)).tobytes())
+        f.write(rows.tobytes())

@@ -1,0 +1,202 @@
+"""The end-to-end demo over ROS 2: the reconstruction process, the shipped bag, a planner's view.
+
+It starts `bringup` as its own process on a private ROS domain (loopback only), replays the
+demo bag (3 synthetic-domain C-arm shots of the procedural case of seed 2026) and listens as a
+planner would: the PointCloud2 and each level's shape_msgs/Mesh, latched. It then writes:
+
+    demo_out/L1.ply … L5.ply, L1.stl … L5.stl    meshes in metres, in `patient_ref`
+    demo_out/points.ply                            the cloud (x, y, z; label, confidence)
+    demo_out/spine.png                             the shots with the meshes' outlines; 3D view
+    demo_out/summary.json                          per-level surface distance to the ground
+                                                   truth, latency, the process's diagnostics
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from sensor_msgs.msg import PointCloud2
+from shape_msgs.msg import Mesh
+
+from x23d_ros.anatomy import LEVELS
+from x23d_ros.ros.bags import DEMO_BAG, read, replay
+from x23d_ros.ros.spine_messages import read_point_cloud
+from x23d_ros.ros.spine_publisher import LATCHED
+from x23d_ros.ros.transport_check import installed_executable, isolated_ros_env
+from x23d_ros.surface import write_ply, write_stl
+
+DEMO_SEED = 2026  # `x23d-ros record --seed 2026 --views 3` made the demo bag
+
+
+def mesh_arrays(msg: Mesh) -> tuple[np.ndarray, np.ndarray]:
+    vertices = np.array([[p.x, p.y, p.z] for p in msg.vertices], float)
+    faces = np.array([list(t.vertex_indices) for t in msg.triangles], np.int64).reshape(-1, 3)
+    return vertices, faces
+
+
+def ground_truth_surfaces() -> dict[str, np.ndarray]:
+    """Per level, ground-truth surface points (mm) of the demo case's spine."""
+    from skimage import measure
+
+    from x23d_ros.anatomy.procedural import generate
+
+    anatomy = generate(int(np.random.default_rng([DEMO_SEED, 0]).integers(2**31)), 1.0)
+    out = {}
+    for name, idx in LEVELS.items():
+        mask = np.pad(anatomy.labels == idx, 1)
+        verts = measure.marching_cubes(mask.astype(np.float32), 0.5)[0] - 1
+        out[name] = verts @ anatomy.affine[:3, :3].T + anatomy.affine[:3, 3]
+    return out
+
+
+def surface_distance(a_mm: np.ndarray, b_mm: np.ndarray) -> float:
+    """Symmetric mean distance (mm) between two point sets sampling surfaces."""
+    from scipy.spatial import cKDTree
+
+    return float(
+        (cKDTree(b_mm).query(a_mm)[0].sum() + cKDTree(a_mm).query(b_mm)[0].sum())
+        / (len(a_mm) + len(b_mm))
+    )
+
+
+def run(out: Path, timeout_s: float = 300.0) -> dict:
+    out.mkdir(parents=True, exist_ok=True)
+    domain_id = random.randint(1, 101)
+    env = isolated_ros_env(domain_id)
+    sessions = Path(tempfile.mkdtemp(prefix="x23d_demo_sessions_"))
+    log_path = out / "bringup.log"
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(
+            [installed_executable("bringup"), "--ros-args", "-p", f"session_dir:={sessions}"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+        context = rclpy.Context()
+        rclpy.init(context=context, domain_id=domain_id)
+        node = rclpy.create_node("x23d_demo_planner", context=context)
+        executor = rclpy.executors.SingleThreadedExecutor(context=context)
+        executor.add_node(node)
+        clouds: list[tuple[float, PointCloud2]] = []
+        meshes: dict[str, Mesh] = {}
+        diagnostics: list[DiagnosticArray] = []
+        node.create_subscription(
+            PointCloud2,
+            "/x23d/spine/points",
+            lambda m: clouds.append((time.monotonic(), m)),
+            LATCHED,
+        )
+        for name in LEVELS:
+            node.create_subscription(
+                Mesh,
+                f"/x23d/spine/{name}/mesh",
+                lambda m, n=name: meshes.__setitem__(n, m),
+                LATCHED,
+            )
+        node.create_subscription(DiagnosticArray, "/diagnostics", diagnostics.append, 10)
+        try:
+            replay(node, DEMO_BAG, rate=1.0, wait_s=timeout_s)
+            last_shot = time.monotonic()
+            end = last_shot + timeout_s
+            while not clouds and time.monotonic() < end and process.poll() is None:
+                executor.spin_once(timeout_sec=0.05)
+            for _ in range(40):  # meshes and diagnostics that follow the cloud
+                executor.spin_once(timeout_sec=0.05)
+        finally:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+            node.destroy_node()
+            rclpy.try_shutdown(context=context)
+    if not clouds:
+        raise RuntimeError(f"no spine arrived; see {log_path}:\n{log_path.read_text()[-2000:]}")
+    arrival, cloud_msg = clouds[-1]
+    cloud = read_point_cloud(cloud_msg)
+    truth = ground_truth_surfaces()
+    levels = {}
+    for name, msg in sorted(meshes.items(), key=lambda kv: LEVELS[kv[0]]):
+        vertices, faces = mesh_arrays(msg)
+        write_ply(out / f"{name}.ply", vertices, faces)
+        write_stl(out / f"{name}.stl", vertices, faces)
+        levels[name] = {"surface_distance_mm": surface_distance(vertices * 1000.0, truth[name])}
+    write_point_cloud_ply(out / "points.ply", cloud)
+    status = {kv.key: kv.value for kv in diagnostics[-1].status[0].values} if diagnostics else {}
+    summary = {
+        "levels": levels,
+        "missing": [n for n in LEVELS if n not in meshes],
+        "points": len(cloud),
+        "latency_last_shot_to_cloud_ms": round(1000.0 * (arrival - last_shot), 1),
+        "stages_ms": {
+            k.split(".", 1)[1]: float(v) for k, v in status.items() if k.startswith("latency_ms.")
+        },
+        "device": status.get("device", ""),
+        "weights_sha256": status.get("weights_sha256", ""),
+    }
+    draw(out / "spine.png", meshes)
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def write_point_cloud_ply(path: Path, cloud: np.ndarray) -> None:
+    header = (
+        "ply\nformat binary_little_endian 1.0\n"
+        f"element vertex {len(cloud)}\nproperty float x\nproperty float y\nproperty float z\n"
+        "property float confidence\nproperty uchar label\nend_header\n"
+    )
+    with open(path, "wb") as f:
+        f.write(header.encode("ascii"))
+        f.write(cloud.tobytes())
+
+
+def draw(png: Path, meshes: dict[str, Mesh]) -> None:
+    """The demo bag's shots with each mesh's projected outline, and a 3D view."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from x23d_ros import geometry
+    from x23d_ros.ros.carm_listener import pose_to_matrix
+    from x23d_ros.ros.image_conversion import image_from_msg
+    from x23d_ros.ros.spine_messages import LEVEL_COLOURS
+
+    messages = read(DEMO_BAG)
+    images = [m for t, _, m in messages if t == "/carm/image_raw"]
+    infos = [m for t, _, m in messages if t == "/carm/camera_info"]
+    poses = [m for t, _, m in messages if t == "/carm/pose"]
+
+    fig = plt.figure(figsize=(4 * (len(images) + 1), 4.4))
+    for i, (image, info, pose) in enumerate(zip(images, infos, poses, strict=True)):
+        ax = fig.add_subplot(1, len(images) + 1, i + 1)
+        ax.imshow(image_from_msg(image), cmap="gray")
+        P = geometry.projection_matrix(np.asarray(info.k).reshape(3, 3), pose_to_matrix(pose))
+        for name, msg in meshes.items():
+            vertices, _ = mesh_arrays(msg)
+            uv, _ = geometry.project(P, vertices[::7] * 1000.0)
+            ax.scatter(uv[:, 0], uv[:, 1], s=0.2, color=LEVEL_COLOURS[name], alpha=0.5)
+        ax.set_title(f"shot {i + 1}")
+        ax.axis("off")
+    ax = fig.add_subplot(1, len(images) + 1, len(images) + 1, projection="3d")
+    for name, msg in meshes.items():
+        vertices, faces = mesh_arrays(msg)
+        ax.plot_trisurf(
+            *(vertices * 1000.0).T, triangles=faces, color=LEVEL_COLOURS[name], linewidth=0
+        )
+    ax.set_title("reconstruction (mm)")
+    ax.set_box_aspect((1, 1, 2))
+    fig.tight_layout()
+    fig.savefig(png, dpi=90)
+    plt.close(fig)
