@@ -67,17 +67,32 @@ class Probe:
             60,
         ), "the listener never subscribed"
 
-    def send(self, case: dict, i: int, stamp_s: int, *, nan_pose=False, encoding=None) -> None:
+    def send(
+        self,
+        case: dict,
+        i: int,
+        stamp_s: int,
+        *,
+        nan_pose=False,
+        encoding=None,
+        truncate=False,
+        info_rows=0,
+        no_info=False,
+        pose_delay_s=0.0,
+    ) -> None:
         stamp = Time(sec=stamp_s)
         image = image_to_msg(case["images"][i].numpy(), stamp=stamp, frame_id="carm_source")
         if encoding is not None:
             image.encoding = encoding
+        if truncate:
+            image.data = bytes(image.data)[: len(image.data) // 2]
         K = case["K"][i].numpy()
         T = case["T_ref_source"][i].numpy()
-        info = CameraInfo(height=image.height, width=image.width, k=K.ravel().tolist())
+        info = CameraInfo(height=image.height + info_rows, width=image.width, k=K.ravel().tolist())
         info.header.stamp = stamp
         pose = PoseStamped()
-        pose.header.stamp, pose.header.frame_id = stamp, "patient_ref"
+        pose.header.frame_id = "patient_ref"
+        pose.header.stamp = Time(sec=stamp_s, nanosec=int(pose_delay_s * 1e9))
         x, y, z = (T[:3, 3] / 1000.0).tolist()
         pose.pose.position.x, pose.pose.position.y, pose.pose.position.z = x, y, z
         q = Rotation.from_matrix(T[:3, :3]).as_quat()
@@ -86,7 +101,8 @@ class Probe:
         o = pose.pose.orientation
         o.x, o.y, o.z, o.w = (float(c) for c in q)
         self.pose.publish(pose)
-        self.info.publish(info)
+        if not no_info:
+            self.info.publish(info)
         self.image.publish(image)
 
     def latest_diagnostics(self) -> dict[str, str]:
@@ -128,20 +144,35 @@ def test_bad_input_a_crash_and_a_late_subscriber(case, tmp_path, ros_domain_id):
     probe = Probe(ros_domain_id)
     try:
         probe.wait_for_listener()
-        probe.send(case, 0, 100, encoding="rgb8")  # malformed image
-        probe.send(case, 1, 101, nan_pose=True)  # NaN pose
-        probe.send(case, 0, 102)
-        probe.send(case, 0, 103)  # the same view again
-        probe.send(case, 1, 104)
+        probe.send(case, 0, 100, encoding="rgb8")  # an encoding the model cannot take
+        probe.send(case, 1, 101, nan_pose=True)
+        probe.send(case, 0, 102, info_rows=1)  # image and camera info disagree on the size
+        probe.send(case, 0, 103, truncate=True)  # half the pixel data
+        probe.send(case, 0, 104, no_info=True)  # camera info never comes
+        probe.send(case, 0, 105, pose_delay_s=0.4)  # the pose lags the image
+        probe.send(case, 0, 108)
+        probe.send(case, 0, 109)  # the same view again
+        probe.send(case, 1, 110)
+        expected = {
+            f"rejected.{reason}"
+            for reason in (
+                "bad_image",
+                "pose_values",
+                "size_mismatch",
+                "missing_camera_info",
+                "stale_pose",
+                "duplicate_view",
+            )
+        }
         assert probe.spin_until(
             lambda: (
                 len(list(sessions.glob("*/shot_*.npz"))) == 2
                 and probe.latest_diagnostics().get("shots_collected") == "2"
-                and {"rejected.bad_image", "rejected.pose_values", "rejected.duplicate_view"}
-                <= set(probe.latest_diagnostics())
+                and expected <= set(probe.latest_diagnostics())
             ),
             60,
         ), probe.latest_diagnostics()
+        assert probe.latest_diagnostics()["rejected.bad_image"] == "2"
         assert process.poll() is None, "the process died on bad input"
 
         process.send_signal(signal.SIGKILL)  # a crash after two shots
@@ -154,7 +185,7 @@ def test_bad_input_a_crash_and_a_late_subscriber(case, tmp_path, ros_domain_id):
             lambda: probe.latest_diagnostics().get("shots_collected") == "2", 120
         ), "the restarted process did not resume the two shots"
         time.sleep(1.0)  # its subscriptions match ours
-        probe.send(case, 2, 105)
+        probe.send(case, 2, 111)
         assert probe.spin_until(lambda: probe.clouds, 180), log_path.read_text()[-3000:]
         late: list[PointCloud2] = []
         probe.subscribe_cloud(late)  # a planner that joins after the reconstruction

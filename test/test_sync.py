@@ -24,13 +24,22 @@ def test_an_image_leaves_with_the_nearest_info_and_pose_within_tolerance():
     assert m.pending() == 0
 
 
-def test_poses_outside_the_tolerance_do_not_match_and_the_image_expires_as_missing_pose():
+def test_poses_outside_the_tolerance_do_not_match_and_the_image_expires_as_stale_pose():
     m = StampMatcher(tolerance_s=0.05, need_pose=True, wait_s=1.0)
     m.add_pose(0.5, "old pose")
     m.add_info(1.0, "info")
     assert m.add_image(1.0, "image") == ([], [])
     matches, expired = m.add_info(2.5, "later info")  # time moves on past wait_s
-    assert matches == [] and [(e.image, e.reason) for e in expired] == [("image", "missing_pose")]
+    assert matches == [] and [(e.image, e.reason) for e in expired] == [("image", "stale_pose")]
+    assert "-0.500 s" in expired[0].detail
+
+
+def test_an_image_expires_as_missing_pose_when_no_pose_ever_came():
+    m = StampMatcher(tolerance_s=0.05, need_pose=True, wait_s=1.0)
+    m.add_image(1.0, "image")
+    m.add_info(1.0, "info")
+    _, expired = m.add_info(2.5, "later info")
+    assert [e.reason for e in expired] == ["missing_pose"]
 
 
 def test_an_image_without_camera_info_expires_with_that_reason_and_others_still_match():

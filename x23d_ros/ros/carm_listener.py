@@ -157,7 +157,7 @@ class CArmListener(Node):
 
     def _handle(self, matches, expired) -> None:
         for e in expired:
-            self._reject(e.reason, f"image stamped {e.stamp:.3f} s")
+            self._reject(e.reason, f"image stamped {e.stamp:.3f} s: {e.detail}")
         for m in matches:
             image, image_msg = m.image
             T = m.pose if m.pose is not None else self._tf_pose(image_msg)

@@ -4,8 +4,9 @@ PyPI; this is the small approximate-time matcher the listener needs).
 An image waits until a camera info and a pose (when poses come from a topic) with stamps within
 `tolerance_s` of its own have arrived; it then leaves as a `Match` with the nearest of each.
 An image still unmatched when the newest stamp seen on any stream is `wait_s` past it expires
-with the reason (`missing_camera_info` or `missing_pose`), so a missing stream is reported
-instead of silently stalling. Camera infos and poses are kept (a pose stream may serve many
+with the reason (`missing_camera_info`; `stale_pose` when poses came but none within the
+tolerance; `missing_pose` when none came), so a missing or lagging stream is reported instead
+of silently stalling. Camera infos and poses are kept (a pose stream may serve many
 images) up to `history` each.
 """
 
@@ -29,7 +30,8 @@ class Match:
 class Expired:
     stamp: float
     image: Any
-    reason: str  # missing_camera_info | missing_pose
+    reason: str  # missing_camera_info | stale_pose | missing_pose
+    detail: str = ""
 
 
 class StampMatcher:
@@ -65,6 +67,19 @@ class StampMatcher:
             return None
         return best
 
+    def _expire(self, stamp: float, image: Any, no_info: bool) -> Expired:
+        if no_info:
+            return Expired(stamp, image, "missing_camera_info", "no camera info within tolerance")
+        if not self.poses:
+            return Expired(stamp, image, "missing_pose", "no pose has arrived")
+        nearest = min(self.poses, key=lambda item: abs(item[0] - stamp))[0]
+        return Expired(
+            stamp,
+            image,
+            "stale_pose",
+            f"nearest pose {nearest - stamp:+.3f} s from the image; tolerance {self.tolerance_s} s",
+        )
+
     def _update(self, stamp: float) -> tuple[list[Match], list[Expired]]:
         self.newest = max(self.newest, stamp)
         matches, expired, waiting = [], [], []
@@ -82,8 +97,7 @@ class StampMatcher:
                     )
                 )
             elif self.newest - image_stamp > self.wait_s:
-                reason = "missing_camera_info" if info is None else "missing_pose"
-                expired.append(Expired(image_stamp, image, reason))
+                expired.append(self._expire(image_stamp, image, info is None))
             else:
                 waiting.append((image_stamp, image))
         self.images = waiting
