@@ -1,12 +1,15 @@
 """Start the x23d_ros reconstruction process on a full ROS 2 install.
 
     ros2 launch x23d_ros reconstruct.launch.py [config:=/path/to/params.yaml]
+        [weights:=/path/to/weights.pt] [sim:=true]
 
 One process (`bringup`) composes the three nodes (shared/DESIGN.md §1); it reads the same YAML
-that `x23d-ros launch` reads where `ros2 launch` is absent.
+that `x23d-ros launch` reads where `ros2 launch` is absent. `sim:=true` also starts the
+simulated C-arm (`sim_carm`), which publishes three shots of a procedural spine.
 """
 
 from launch.actions import DeclareLaunchArgument
+from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
@@ -23,12 +26,28 @@ def generate_launch_description() -> LaunchDescription:
             DeclareLaunchArgument(
                 "config", default_value=default_config, description="parameter YAML of the process"
             ),
+            DeclareLaunchArgument(
+                "weights", default_value="default", description="weights file, or default"
+            ),
+            DeclareLaunchArgument(
+                "sim", default_value="false", description="also start the simulated C-arm"
+            ),
             Node(
                 package="x23d_ros",
                 executable="bringup",
-                parameters=[LaunchConfiguration("config")],
+                parameters=[
+                    LaunchConfiguration("config"),
+                    {"weights": LaunchConfiguration("weights")},
+                ],
                 output="screen",
                 emulate_tty=True,
+            ),
+            Node(
+                package="x23d_ros",
+                executable="sim_carm",
+                parameters=[LaunchConfiguration("config")],
+                output="screen",
+                condition=IfCondition(LaunchConfiguration("sim")),
             ),
         ]
     )
