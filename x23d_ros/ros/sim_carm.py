@@ -4,7 +4,14 @@ Each shot goes out as the three messages a tracked C-arm gives: `sensor_msgs/Ima
 for the synthetic domain, mono8 for the realistic), `sensor_msgs/CameraInfo` (K, size) and a
 `geometry_msgs/PoseStamped` of the X-ray source in `reference_frame` (metres), all with one
 stamp. The shots come from a shard folder (`shards`, case `case`), or from a procedural spine
-simulated on the spot (`seed`). It waits for a subscriber on each topic, publishes `views`
+simulated on the spot (`seed`) at sampled poses, or at the poses of a YAML file (`poses_file`):
+
+    image_size: 256                  # pixels a side
+    shots:                           # source poses in reference_frame, mm
+      - T_ref_source: [[1, 0, 0, 0], [0, 0, 1, -600], [0, -1, 0, 100], [0, 0, 0, 1]]
+        sdd_mm: 1000.0               # source-to-detector distance
+        detector_mm: 300.0           # detector side
+ It waits for a subscriber on each topic, publishes `views`
 shots `period_s` apart, waits for their acknowledgement and exits.
 """
 
@@ -30,6 +37,7 @@ PARAMS = (
     Param("case", 0, "index of the case in the shard folder", 0, 1_000_000),
     Param("seed", 2026, "seed of the simulated case when `shards` is empty", 0, 2**31 - 1),
     Param("views", 3, "how many of the case's shots to publish, in order", 1, 8),
+    Param("poses_file", "", "YAML of source poses to render the simulated spine from"),
     Param("domain", "synthetic", "synthetic (32FC1 line integrals) or realistic (mono8)"),
     Param("period_s", 1.0, "seconds between shots", 0.01, 3600.0),
     Param("image_topic", "/carm/image_raw", "where images go"),
@@ -40,10 +48,54 @@ PARAMS = (
 )
 
 
-def load_case(shards: str, case: int, seed: int, views: int, domain: str) -> dict:
-    """A case as `ShotDataset` gives it, from `shards` or simulated from `seed`."""
+def render_posed_case(seed: int, poses_file: str, domain: str, spacing_mm: float = 1.0) -> dict:
+    """The procedural spine of `seed` (as `x23d simulate` draws it) shot from the poses of a
+    YAML file (see the module docstring), as a `ShotDataset`-like item."""
+    import torch
+    import yaml
+
+    from x23d_ros.anatomy.procedural import generate
+    from x23d_ros.poses import ShotPose
+    from x23d_ros.xray.render import render_shots
+
+    spec = yaml.safe_load(Path(poses_file).read_text())
+    size = int(spec.get("image_size", 256))
+    poses = [
+        ShotPose(
+            "custom",
+            np.asarray(shot["T_ref_source"], float),
+            float(shot.get("sdd_mm", 1000.0)),
+            float(shot.get("detector_mm", 300.0)),
+            0.0,
+            0.0,
+        )
+        for shot in spec["shots"]
+    ]
+    rng = np.random.default_rng([seed, 0])
+    anatomy = generate(int(rng.integers(2**31)), spacing_mm=spacing_mm)
+    K = np.stack([p.intrinsics(size) for p in poses])
+    T = np.stack([p.T_ref_source for p in poses])
+    pixel_mm = np.array([p.detector_mm / size for p in poses])
+    shots = render_shots(anatomy, K, T, size, pixel_mm, rng)
+    images = shots.synthetic if domain == "synthetic" else shots.realistic
+    return {
+        "images": torch.from_numpy(np.asarray(images, np.float32)),
+        "K": torch.from_numpy(K),
+        "T_ref_source": torch.from_numpy(T),
+        "labels": torch.from_numpy(anatomy.labels),
+        "affine": torch.from_numpy(anatomy.affine),
+    }
+
+
+def load_case(
+    shards: str, case: int, seed: int, views: int, domain: str, poses_file: str = ""
+) -> dict:
+    """A case as `ShotDataset` gives it: from `shards`, from `seed` at the poses of
+    `poses_file`, or simulated from `seed` at sampled poses."""
     from x23d_ros.data.dataset import ShotDataset
 
+    if poses_file:
+        return render_posed_case(seed, poses_file, domain)
     if shards:
         return ShotDataset(shards, domain)[case]
     from x23d_ros.data.simulate import SimulateConfig, simulate
@@ -81,7 +133,9 @@ class SimCArm(FiniteNode):
     def __init__(self) -> None:
         super().__init__("sim_carm")
         self.p = declare(self, PARAMS)
-        self.item = load_case(self.p.shards, self.p.case, self.p.seed, self.p.views, self.p.domain)
+        self.item = load_case(
+            self.p.shards, self.p.case, self.p.seed, self.p.views, self.p.domain, self.p.poses_file
+        )
         available = self.item["images"].shape[0]
         if self.p.views > available:
             raise ValueError(f"the case has {available} shots; views = {self.p.views}")
