@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import signal
 import subprocess
 
 import numpy as np
 import pytest
 
 from x23d_ros.data.simulate import SimulateConfig, simulate
+from x23d_ros.ros.processes import start_bringup, stop
 from x23d_ros.ros.spine_messages import read_point_cloud
 from x23d_ros.ros.transport_check import installed_executable, isolated_ros_env
 
@@ -25,21 +25,7 @@ def test_sim_carm_shots_become_a_published_spine(shards, tmp_path, ros_domain_id
 
     env = isolated_ros_env(ros_domain_id)
     log = open(tmp_path / "processes.log", "w")  # noqa: SIM115
-    bringup = subprocess.Popen(
-        [
-            installed_executable("bringup"),
-            "--ros-args",
-            "-p",
-            f"session_dir:={tmp_path}",
-            "-p",
-            "device:=cpu",
-            "-p",
-            "points_per_vertebra:=300",
-        ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    bringup = start_bringup(env, log, session_dir=tmp_path, device="cpu", points_per_vertebra=300)
     probe = Probe(ros_domain_id)
     try:
         sim = subprocess.run(
@@ -63,11 +49,7 @@ def test_sim_carm_shots_become_a_published_spine(shards, tmp_path, ros_domain_id
             tmp_path / "processes.log"
         ).read_text()[-3000:]
     finally:
-        bringup.send_signal(signal.SIGINT)
-        try:
-            bringup.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            bringup.kill()
+        stop(bringup)
         log.close()
         probe.close()
     cloud = read_point_cloud(probe.clouds[-1])
@@ -92,21 +74,7 @@ def test_replaying_the_shipped_demo_bag_yields_the_spine_of_its_case(tmp_path, r
     env = isolated_ros_env(ros_domain_id)
     log_path = tmp_path / "processes.log"
     log = open(log_path, "w")  # noqa: SIM115
-    bringup = subprocess.Popen(
-        [
-            installed_executable("bringup"),
-            "--ros-args",
-            "-p",
-            f"session_dir:={tmp_path}",
-            "-p",
-            "device:=cpu",
-            "-p",
-            "points_per_vertebra:=300",
-        ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    bringup = start_bringup(env, log, session_dir=tmp_path, device="cpu", points_per_vertebra=300)
     probe = Probe(ros_domain_id)
     try:
         replay = subprocess.run(
@@ -119,11 +87,7 @@ def test_replaying_the_shipped_demo_bag_yields_the_spine_of_its_case(tmp_path, r
         assert replay.returncode == 0, log_path.read_text()[-3000:]
         assert probe.spin_until(lambda: probe.clouds, 180), log_path.read_text()[-3000:]
     finally:
-        bringup.send_signal(signal.SIGINT)
-        try:
-            bringup.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            bringup.kill()
+        stop(bringup)
         log.close()
         probe.close()
     msg = probe.clouds[-1]

@@ -16,8 +16,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import signal
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -30,9 +28,10 @@ from shape_msgs.msg import Mesh
 
 from x23d_ros.anatomy import LEVELS
 from x23d_ros.ros.bags import DEMO_BAG, read, replay
+from x23d_ros.ros.processes import start_bringup, stop
 from x23d_ros.ros.spine_messages import read_point_cloud
 from x23d_ros.ros.spine_publisher import LATCHED
-from x23d_ros.ros.transport_check import installed_executable, isolated_ros_env
+from x23d_ros.ros.transport_check import isolated_ros_env
 from x23d_ros.surface import write_ply, write_stl
 
 DEMO_SEED = 2026  # `x23d-ros record --seed 2026 --views 3` made the demo bag
@@ -76,12 +75,7 @@ def run(out: Path, timeout_s: float = 300.0) -> dict:
     sessions = Path(tempfile.mkdtemp(prefix="x23d_demo_sessions_"))
     log_path = out / "bringup.log"
     with open(log_path, "w") as log:
-        process = subprocess.Popen(
-            [installed_executable("bringup"), "--ros-args", "-p", f"session_dir:={sessions}"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        process = start_bringup(env, log, session_dir=sessions)
         os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
         context = rclpy.Context()
         rclpy.init(context=context, domain_id=domain_id)
@@ -114,11 +108,7 @@ def run(out: Path, timeout_s: float = 300.0) -> dict:
             for _ in range(40):  # meshes and diagnostics that follow the cloud
                 executor.spin_once(timeout_sec=0.05)
         finally:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            stop(process)
             node.destroy_node()
             rclpy.try_shutdown(context=context)
     if not clouds:
