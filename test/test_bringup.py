@@ -15,7 +15,6 @@ from geometry_msgs.msg import PoseStamped
 from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
-from skimage import measure
 
 from x23d_ros.data.dataset import ShotDataset
 from x23d_ros.data.simulate import SimulateConfig, simulate
@@ -24,6 +23,7 @@ from x23d_ros.ros.processes import start_bringup, stop
 from x23d_ros.ros.spine_messages import read_point_cloud
 from x23d_ros.ros.spine_publisher import LATCHED
 from x23d_ros.ros.transport_check import isolated_ros_env
+from x23d_ros.surface import mask_surface_mm
 
 
 @pytest.fixture(scope="module")
@@ -196,8 +196,7 @@ def test_bad_input_a_crash_and_a_late_subscriber(case, tmp_path, ros_domain_id):
     # Metres, and on the spine: the mean distance to the ground-truth bone surface is small
     # against the spine's size (~200 mm).
     labels, affine = case["labels"].numpy(), case["affine"].numpy()
-    verts = measure.marching_cubes((labels > 0).astype(np.float32), 0.5)[0]
-    surface_mm = verts @ affine[:3, :3].T + affine[:3, 3]
+    surface_mm = mask_surface_mm(labels > 0, affine)
     xyz_mm = 1000.0 * np.stack([cloud["x"], cloud["y"], cloud["z"]], -1).astype(float)
     distance = cKDTree(surface_mm).query(xyz_mm)[0]
     print(f"cloud → ground-truth surface: mean {distance.mean():.2f} mm")

@@ -60,11 +60,11 @@ def test_sim_carm_shots_become_a_published_spine(shards, tmp_path, ros_domain_id
 
 def test_replaying_the_shipped_demo_bag_yields_the_spine_of_its_case(tmp_path, ros_domain_id):
     from scipy.spatial import cKDTree
-    from skimage import measure
     from test_bringup import Probe
 
-    from x23d_ros.anatomy.procedural import generate
+    from x23d_ros.data.simulate import procedural_spine
     from x23d_ros.ros.bags import DEMO_BAG, read
+    from x23d_ros.surface import mask_surface_mm
 
     assert {t for t, _, _ in read(DEMO_BAG)} == {
         "/carm/image_raw",
@@ -95,9 +95,8 @@ def test_replaying_the_shipped_demo_bag_yields_the_spine_of_its_case(tmp_path, r
     cloud = read_point_cloud(msg)
     assert set(np.unique(cloud["label"])) <= {1, 2, 3, 4, 5}
     # The bag's case: `x23d-ros record --seed 2026`, whose spine is the first draw of its RNG.
-    anatomy = generate(int(np.random.default_rng([2026, 0]).integers(2**31)), spacing_mm=2.0)
-    verts = measure.marching_cubes((anatomy.labels > 0).astype(np.float32), 0.5)[0]
-    surface_mm = verts @ anatomy.affine[:3, :3].T + anatomy.affine[:3, 3]
+    anatomy = procedural_spine(np.random.default_rng([2026, 0]), spacing_mm=2.0)
+    surface_mm = mask_surface_mm(anatomy.labels > 0, anatomy.affine)
     xyz_mm = 1000.0 * np.stack([cloud["x"], cloud["y"], cloud["z"]], -1).astype(float)
     distance = cKDTree(surface_mm).query(xyz_mm)[0]
     print(f"demo bag: cloud → ground-truth bone surface, mean {distance.mean():.2f} mm")

@@ -31,7 +31,7 @@ from x23d_ros.anatomy import LEVELS
 from x23d_ros.data.dataset import ShotDataset
 from x23d_ros.metrics import METRICS, summarise, vertebra_metrics
 from x23d_ros.pipeline import Reconstruction, Reconstructor, ShotSetError, shot_set_from_case
-from x23d_ros.surface import largest_component
+from x23d_ros.surface import largest_component, mask_surface_mm
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +148,6 @@ def draw_case(recon: Reconstruction, labels: np.ndarray, affine: np.ndarray, png
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from scipy.spatial import cKDTree
-    from skimage import measure
 
     png.parent.mkdir(parents=True, exist_ok=True)
     fig, axes = plt.subplots(1, 2, figsize=(9, 6))
@@ -157,8 +156,7 @@ def draw_case(recon: Reconstruction, labels: np.ndarray, affine: np.ndarray, png
         gt = labels == idx
         if not gt.any():
             continue
-        verts = measure.marching_cubes(np.pad(gt, 1).astype(np.float32), 0.5)[0] - 1
-        gt_mm = verts @ affine[:3, :3].T + affine[:3, 3]
+        gt_mm = mask_surface_mm(gt, affine)
         tree = cKDTree(gt_mm)
         for ax, (a, b) in zip(axes, ((0, 2), (1, 2)), strict=True):
             ax.scatter(gt_mm[::3, a], gt_mm[::3, b], s=0.3, c="0.8")

@@ -266,8 +266,9 @@ class Reconstructor:
         found = [n for n in LEVEL_NAMES if n in grids]
         for name in found:
             prob, affine = grids[name]
+            mask = surface.largest_component(prob >= 0.5)
             try:
-                verts, faces = surface.mesh_from_probability(prob, affine)
+                verts, faces = surface.mesh_from_probability(prob, affine, keep=mask)
             except surface.SurfaceError as error:
                 notes.append(f"{name}: {error}")
                 missing.append(name)
@@ -283,9 +284,7 @@ class Reconstructor:
                 faces=faces,
                 points=points,
                 confidence=confidence,
-                frame=surface.anatomical_frame(
-                    surface.largest_component(prob >= 0.5), affine, _superior(name, centres)
-                ),
+                frame=surface.anatomical_frame(mask, affine, _superior(name, centres)),
                 centre_mm=centres[name],
             )
         clock.lap("surface")

@@ -52,11 +52,23 @@ def _taubin(vertices: np.ndarray, faces: np.ndarray, iterations: int) -> np.ndar
     return v
 
 
+def mask_surface_mm(mask: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """Points (N, 3) mm on a boolean mask's surface (marching-cubes vertices, closed at the
+    volume's border): the ground truth that reconstructions are compared with."""
+    verts = measure.marching_cubes(np.pad(mask, 1).astype(np.float32), 0.5)[0] - 1.0
+    return _to_mm(verts, affine)
+
+
 def mesh_from_probability(
-    probability: np.ndarray, affine: np.ndarray, smoothing_iterations: int = 10
+    probability: np.ndarray,
+    affine: np.ndarray,
+    smoothing_iterations: int = 10,
+    keep: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Vertices (N, 3) in mm and triangles (M, 3) of the surface p = ½ of the largest part."""
-    keep = largest_component(probability >= 0.5)
+    """Vertices (N, 3) in mm and triangles (M, 3) of the surface p = ½ of the largest part
+    (`keep`, when the caller already has it: `largest_component(probability >= 0.5)`)."""
+    if keep is None:
+        keep = largest_component(probability >= 0.5)
     if not keep.any():
         raise SurfaceError("no voxel has an occupancy probability of ½ or more")
     # Clamp the kept part above ½ and everything else below, so only its surface is traced

@@ -115,9 +115,6 @@ def grid_labels(labels: np.ndarray, affine: np.ndarray, points_mm: np.ndarray) -
     return out.reshape(points_mm.shape[:3]).astype(np.int64)
 
 
-isocentre_of = geometry.isocentre_of_poses
-
-
 def _jittered_P(
     K: np.ndarray, T: np.ndarray, rng: np.random.Generator, deg: float, mm: float
 ) -> np.ndarray:
@@ -168,7 +165,7 @@ def make_batch(
     images, P, T = _pick_views(item, cfg, rng, train)
     if cfg.stage == "fine":
         return _fine_batch(item, cfg, rng, train, images, P)
-    centre = isocentre_of(T)
+    centre = geometry.isocentre_of_poses(T)
     if train:
         centre = centre + rng.normal(0.0, cfg.centre_jitter_mm, 3)
     points = voxel_centres(torch.tensor(centre)[None], cfg.grid, cfg.spacing_mm)

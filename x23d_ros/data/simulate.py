@@ -55,9 +55,15 @@ class SimulateConfig:
 _CT_CACHE: dict[tuple, Anatomy] = {}
 
 
+def procedural_spine(rng: np.random.Generator, spacing_mm: float = 1.0) -> Anatomy:
+    """The procedural spine a case draws first from its generator `rng`
+    (`numpy.random.default_rng([seed, index])`): how to get a case's anatomy back from its seed."""
+    return generate(int(rng.integers(2**31)), spacing_mm=spacing_mm)
+
+
 def _anatomy(config: SimulateConfig, rng: np.random.Generator) -> Anatomy:
     if config.source == "procedural":
-        return generate(int(rng.integers(2**31)), spacing_mm=config.spacing_mm)
+        return procedural_spine(rng, config.spacing_mm)
     key = (str(config.ct), str(config.labels), config.spacing_mm)
     if key not in _CT_CACHE:  # one real CT, loaded once per process
         _CT_CACHE[key] = load_ct(config.ct, config.labels, spacing_mm=config.spacing_mm)

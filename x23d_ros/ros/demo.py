@@ -32,7 +32,7 @@ from x23d_ros.ros.processes import start_bringup, stop
 from x23d_ros.ros.spine_messages import read_point_cloud
 from x23d_ros.ros.spine_publisher import LATCHED
 from x23d_ros.ros.transport_check import isolated_ros_env
-from x23d_ros.surface import write_ply, write_stl
+from x23d_ros.surface import mask_surface_mm, write_ply, write_stl
 
 DEMO_SEED = 2026  # `x23d-ros record --seed 2026 --views 3` made the demo bag
 
@@ -45,17 +45,12 @@ def mesh_arrays(msg: Mesh) -> tuple[np.ndarray, np.ndarray]:
 
 def ground_truth_surfaces() -> dict[str, np.ndarray]:
     """Per level, ground-truth surface points (mm) of the demo case's spine."""
-    from skimage import measure
+    from x23d_ros.data.simulate import procedural_spine
 
-    from x23d_ros.anatomy.procedural import generate
-
-    anatomy = generate(int(np.random.default_rng([DEMO_SEED, 0]).integers(2**31)), 1.0)
-    out = {}
-    for name, idx in LEVELS.items():
-        mask = np.pad(anatomy.labels == idx, 1)
-        verts = measure.marching_cubes(mask.astype(np.float32), 0.5)[0] - 1
-        out[name] = verts @ anatomy.affine[:3, :3].T + anatomy.affine[:3, 3]
-    return out
+    anatomy = procedural_spine(np.random.default_rng([DEMO_SEED, 0]), 1.0)
+    return {
+        name: mask_surface_mm(anatomy.labels == idx, anatomy.affine) for name, idx in LEVELS.items()
+    }
 
 
 def surface_distance(a_mm: np.ndarray, b_mm: np.ndarray) -> float:

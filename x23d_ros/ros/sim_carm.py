@@ -54,7 +54,7 @@ def render_posed_case(seed: int, poses_file: str, domain: str, spacing_mm: float
     import torch
     import yaml
 
-    from x23d_ros.anatomy.procedural import generate
+    from x23d_ros.data.simulate import procedural_spine
     from x23d_ros.poses import ShotPose
     from x23d_ros.xray.render import render_shots
 
@@ -72,7 +72,7 @@ def render_posed_case(seed: int, poses_file: str, domain: str, spacing_mm: float
         for shot in spec["shots"]
     ]
     rng = np.random.default_rng([seed, 0])
-    anatomy = generate(int(rng.integers(2**31)), spacing_mm=spacing_mm)
+    anatomy = procedural_spine(rng, spacing_mm)
     K = np.stack([p.intrinsics(size) for p in poses])
     T = np.stack([p.T_ref_source for p in poses])
     pixel_mm = np.array([p.detector_mm / size for p in poses])
