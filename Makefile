@@ -13,6 +13,7 @@ TORCH_SOURCE := $(if $(wildcard /opt/wheels/torch-2.13.0+cpu-*.whl),--find-links
 
 setup: $(STAMP)
 	@$(PY) tools/link_share.py $(VENV) >/dev/null
+	@$(PY) tools/build_interfaces.py $(VENV)
 
 $(STAMP): requirements/lock.txt setup.py tools/system_deps.sh
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "x23d_ros needs Python 3.11")' \
