@@ -4,7 +4,10 @@
         [weights:=/path/to/weights.pt] [sim:=true]
 
 One process (`bringup`) composes the three nodes (shared/DESIGN.md §1); it reads the same YAML
-that `x23d-ros launch` reads where `ros2 launch` is absent. `sim:=true` also starts the
+that `x23d-ros launch` reads where `ros2 launch` is absent. The reconstructor is a lifecycle
+node; with `autostart: true` (the YAML's default) bringup configures and activates it itself,
+so no lifecycle manager is needed; with `autostart: false`, drive it with
+`ros2 lifecycle set /reconstructor configure` and `activate`. `sim:=true` also starts the
 simulated C-arm (`sim_carm`), which publishes three shots of a procedural spine.
 """
 

@@ -23,28 +23,42 @@ class Pipeline:
 
     def __init__(self) -> None:
         self.publisher = SpinePublisher(status=self.status)
-        self.reconstructor = ReconstructorNode(on_result=self.publisher.publish)
-        self.listener = CArmListener(on_shot_set=self.reconstructor.submit)
+        self.reconstructor = ReconstructorNode(
+            on_result=self.publisher.publish, on_active=self.publisher.set_active
+        )
+        self.listener = CArmListener(
+            on_shot_set=self.reconstructor.submit,
+            on_reset=lambda: self.publisher.withdraw("reset"),
+        )
         self.nodes = (self.listener, self.reconstructor, self.publisher)
+        if self.reconstructor.p.autostart and not self.reconstructor.start():
+            self.reconstructor.get_logger().error(
+                "autostart failed; the reconstructor stays inactive (see last_error in diagnostics)"
+            )
 
     def status(self) -> dict[str, str]:
         r = self.reconstructor
-        state = (
-            "reconstructing"
-            if r.busy()
-            else ("published" if r.last is not None else "collecting shots")
-        )
+        if not r.active:
+            state = r.state
+        elif r.busy():
+            state = "reconstructing"
+        else:
+            state = "published" if r.last is not None else "collecting shots"
+        model = r.reconstructor
         values = {
             "state": state,
+            "lifecycle": r.state,
             "shots_collected": str(len(self.listener.session)),
             "session": self.listener.session.folder.name,
-            "device": str(r.reconstructor.device),
-            "weights_sha256": r.reconstructor.weights_sha256[:16],
+            "device": str(model.device) if model else "",
+            "weights_sha256": model.weights_sha256[:16] if model else "",
             "reconstructions": str(r.runs),
             "last_error": r.last_error,
         }
         for reason, count in sorted(self.listener.rejections.items()):
             values[f"rejected.{reason}"] = str(count)
+        for topic, count in sorted(self.listener.incompatible_qos.items()):
+            values[f"incompatible_qos.{topic}"] = str(count)
         if r.last is not None:
             for stage, ms in r.last.timings_ms.items():
                 values[f"latency_ms.{stage}"] = f"{ms:.1f}"

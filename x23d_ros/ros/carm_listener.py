@@ -7,16 +7,22 @@ shot (`session.check_shot`); writes every accepted shot to the session folder at
 the whole set to `on_shot_set` (the reconstructor, in the same process). `/x23d/reset` starts a
 new session. A bad message is logged with its reason and counted (`rejections`); it never
 stops the node nor touches the shots already collected.
+
+`input_qos`: `reliable` (depth 10) or `sensor_data` (best effort, REP 2003). A publisher whose
+QoS cannot match a subscription delivers nothing, silently: every incompatible-QoS event is
+logged with both profiles and counted per topic (`incompatible_qos`, in diagnostics).
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 from geometry_msgs.msg import PoseStamped
+from rclpy.event_handler import QoSRequestedIncompatibleQoSInfo, SubscriptionEventCallbacks
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from scipy.spatial.transform import Rotation
@@ -64,16 +70,29 @@ def pose_to_matrix(msg: PoseStamped) -> np.ndarray:
     return T
 
 
+INPUT_QOS = {"reliable": QoSProfile(depth=10), "sensor_data": qos_profile_sensor_data}
+
+
+def describe_qos(qos: QoSProfile) -> str:
+    return f"{qos.reliability.name.lower()}, {qos.durability.name.lower()}, depth {qos.depth}"
+
+
 def _stamp(msg) -> float:
     return msg.header.stamp.sec + 1e-9 * msg.header.stamp.nanosec
 
 
 class CArmListener(Node):
-    def __init__(self, on_shot_set: Callable[[ShotSet], None] | None = None) -> None:
+    def __init__(
+        self,
+        on_shot_set: Callable[[ShotSet], None] | None = None,
+        on_reset: Callable[[], None] | None = None,
+    ) -> None:
         super().__init__("carm_listener")
         self.p = declare(self, PARAMS)
         self.on_shot_set = on_shot_set or (lambda _: None)
+        self.on_reset = on_reset or (lambda: None)
         self.rejections: Counter[str] = Counter()
+        self.incompatible_qos: Counter[str] = Counter()
         self.checks = ShotChecks(self.p.min_view_separation_deg, self.p.max_pose_age_s)
         root = Path(self.p.session_dir).expanduser()
         self.session = (
@@ -90,17 +109,44 @@ class CArmListener(Node):
         self.matcher = StampMatcher(
             self.p.sync_tolerance_s, self.p.pose_source == "topic", self.p.sync_wait_s
         )
-        qos = qos_profile_sensor_data if self.p.input_qos == "sensor_data" else QoSProfile(depth=10)
-        self.create_subscription(Image, self.p.image_topic, self._on_image, qos)
-        self.create_subscription(CameraInfo, self.p.camera_info_topic, self._on_info, qos)
+        if self.p.input_qos not in INPUT_QOS:
+            raise ValueError(
+                f"input_qos must be one of {sorted(INPUT_QOS)}, not {self.p.input_qos!r}"
+            )
+        self._subscribe(Image, self.p.image_topic, self._on_image)
+        self._subscribe(CameraInfo, self.p.camera_info_topic, self._on_info)
         if self.p.pose_source == "topic":
-            self.create_subscription(PoseStamped, self.p.pose_topic, self._on_pose, qos)
+            self._subscribe(PoseStamped, self.p.pose_topic, self._on_pose)
         else:
             self._init_tf()
         self.create_service(Trigger, "/x23d/reconstruct", self._srv_reconstruct)
         self.create_service(Trigger, "/x23d/reset", self._srv_reset)
 
     # -- inputs -------------------------------------------------------------------------
+    def _subscribe(self, kind, topic: str, callback) -> None:
+        qos = INPUT_QOS[self.p.input_qos]
+        events = SubscriptionEventCallbacks(
+            incompatible_qos=partial(self._incompatible, topic, qos)
+        )
+        self.create_subscription(kind, topic, callback, qos, event_callbacks=events)
+
+    def _incompatible(
+        self, topic: str, qos: QoSProfile, info: QoSRequestedIncompatibleQoSInfo
+    ) -> None:
+        self.incompatible_qos[topic] += max(1, info.total_count_change)
+        offered = "; ".join(
+            f"{e.node_name if e.node_name != '_NODE_NAME_UNKNOWN_' else 'a publisher'} offers "
+            f"{describe_qos(e.qos_profile)}"
+            for e in self.get_publishers_info_by_topic(topic)
+        )
+        policy = info.last_policy_kind.name.lower().removeprefix("rmw_qos_policy_")
+        self.get_logger().error(
+            f"{topic}: incompatible QoS ({policy}), nothing from that "
+            f"publisher arrives. This subscription requests {describe_qos(qos)} "
+            f"(input_qos: {self.p.input_qos}); {offered or 'publisher gone'}. "
+            "For a best-effort driver set input_qos: sensor_data."
+        )
+
     def _init_tf(self) -> None:
         try:
             from tf2_ros import Buffer, TransformListener
@@ -203,6 +249,10 @@ class CArmListener(Node):
     def _srv_reset(self, _request, response):
         old = self.session.folder
         self.session = ShotSession.new(Path(self.p.session_dir).expanduser(), self.p.domain)
+        try:
+            self.on_reset()
+        except Exception as error:  # the new session stands; say what the outputs could not do
+            self.get_logger().error(f"reset: the published spine was not withdrawn: {error!r}")
         response.success = True
         response.message = f"new session {self.session.folder.name}; {old.name} kept on disk"
         return response

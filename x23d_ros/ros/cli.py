@@ -114,9 +114,6 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         f"in {time.perf_counter() - start:.0f} s: {shard} and the contact sheet {sheet}."
     )
     summary = _demo_ros(out)
-    print(
-        "Not in the demo yet: MoveIt collision objects and /tf_static vertebra frames (issue #7)."
-    )
     return 0 if ok and summary else 1
 
 
@@ -143,7 +140,15 @@ def _demo_ros(out: Path) -> dict:
         )
     if summary["missing"]:
         print(f"  not reconstructed: {', '.join(summary['missing'])}")
-    print(f"Meshes (PLY, STL; metres, patient_ref), points.ply, spine.png and summary.json: {out}/")
+    view = summary["planner_view"]
+    print(
+        f"  a planner joining late (MoveIt QoS, own process) received collision objects "
+        f"{', '.join(view['collision_objects'])} and /tf_static {'; '.join(view['tf_static'])}"
+    )
+    print(
+        "Meshes (PLY, STL; metres, patient_ref), points.ply, spine.png, planner_view.json and "
+        f"summary.json: {out}/"
+    )
     return summary
 
 

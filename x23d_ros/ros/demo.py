@@ -2,11 +2,14 @@
 
 It starts `bringup` as its own process on a private ROS domain (loopback only), replays the
 demo bag (3 synthetic-domain C-arm shots of the procedural case of seed 2026) and listens as a
-planner would: the PointCloud2 and each level's shape_msgs/Mesh, latched. It then writes:
+planner would: the PointCloud2 and each level's shape_msgs/Mesh, latched. Once the spine is
+there, a MoveIt-like subscriber (`planner_probe`, its own process, reliable + volatile) joins
+and records the collision objects and /tf_static frames it receives. It then writes:
 
     demo_out/L1.ply … L5.ply, L1.stl … L5.stl    meshes in metres, in `patient_ref`
     demo_out/points.ply                            the cloud (x, y, z; label, confidence)
     demo_out/spine.png                             the shots with the meshes' outlines; 3D view
+    demo_out/planner_view.json                     what the late planner received
     demo_out/summary.json                          per-level surface distance to the ground
                                                    truth, latency, the process's diagnostics
 """
@@ -16,6 +19,8 @@ from __future__ import annotations
 import json
 import os
 import random
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -102,6 +107,16 @@ def run(out: Path, timeout_s: float = 300.0) -> dict:
                 executor.spin_once(timeout_sec=0.05)
             for _ in range(40):  # meshes and diagnostics that follow the cloud
                 executor.spin_once(timeout_sec=0.05)
+            planner = subprocess.run(
+                [
+                    *(sys.executable, "-m", "x23d_ros.ros.planner_probe"),
+                    *("--out", str(out / "planner_view.json"), "--objects", str(len(meshes))),
+                ],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
         finally:
             stop(process)
             node.destroy_node()
@@ -129,6 +144,13 @@ def run(out: Path, timeout_s: float = 300.0) -> dict:
         },
         "device": status.get("device", ""),
         "weights_sha256": status.get("weights_sha256", ""),
+    }
+    if planner.returncode != 0:
+        raise RuntimeError(f"the planner's view is incomplete: {planner.stdout}{planner.stderr}")
+    view = json.loads((out / "planner_view.json").read_text())
+    summary["planner_view"] = {
+        "collision_objects": [o["id"] for o in view["collision_objects"]],
+        "tf_static": [f"{t['parent']} -> {t['child']}" for t in view["tf_static"]],
     }
     draw(out / "spine.png", meshes)
     (out / "summary.json").write_text(json.dumps(summary, indent=1))

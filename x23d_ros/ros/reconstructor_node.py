@@ -1,7 +1,13 @@
-"""`reconstructor`: runs the Reconstructor on each shot set, off the receiving thread.
+"""`reconstructor`: a managed (lifecycle) node that runs the Reconstructor off the receiving thread.
 
-The model is loaded once (`weights`, `device`). A shot set handed over while a reconstruction
-runs waits; if several wait, only the newest (it holds every shot) is run.
+Lifecycle (`rclpy.lifecycle`, services `/reconstructor/change_state`, `/get_state`, …):
+- configure: load the weights (`weights`) on the device (`device`; `cuda` without CUDA fails);
+- activate: reconstruct the shot sets handed over, and publish (the publisher follows `on_active`);
+- deactivate: stop; the publisher removes the collision objects. Shot sets handed over while
+  inactive are kept (the newest) and reconstructed on the next activation;
+- cleanup: free the model.
+`autostart` (bringup) drives it to active at start. A shot set handed over while a
+reconstruction runs waits; if several wait, only the newest (it holds every shot) is run.
 """
 
 from __future__ import annotations
@@ -9,7 +15,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from rclpy.node import Node
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 
 from x23d_ros.pipeline import Reconstruction, Reconstructor, ShotSet, ShotSetError
 from x23d_ros.ros.parameters import Param, declare
@@ -18,21 +24,23 @@ PARAMS = (
     Param("weights", "default", "weights file, or default (the shipped weights)"),
     Param("device", "auto", "auto (CUDA when present), cpu or cuda"),
     Param("points_per_vertebra", 2000, "surface points per vertebra in the cloud", 10, 100000),
+    Param("autostart", True, "configure and activate at start (else: drive its lifecycle)"),
 )
 
 
-class ReconstructorNode(Node):
-    def __init__(self, on_result: Callable[[Reconstruction], None] | None = None) -> None:
+class ReconstructorNode(LifecycleNode):
+    def __init__(
+        self,
+        on_result: Callable[[Reconstruction], None] | None = None,
+        on_active: Callable[[bool], None] | None = None,
+    ) -> None:
         super().__init__("reconstructor")
         self.p = declare(self, PARAMS)
         self.on_result = on_result or (lambda _: None)
-        self.reconstructor = Reconstructor(
-            self.p.weights, self.p.device, points_per_vertebra=self.p.points_per_vertebra
-        )
-        self.get_logger().info(
-            f"weights {self.reconstructor.weights_path} "
-            f"(sha256 {self.reconstructor.weights_sha256[:12]}) on {self.reconstructor.device}"
-        )
+        self.on_active = on_active or (lambda _: None)
+        self.reconstructor: Reconstructor | None = None
+        self.state = "unconfigured"
+        self.active = False
         self.last: Reconstruction | None = None
         self.last_error = ""
         self.runs = 0
@@ -42,25 +50,87 @@ class ReconstructorNode(Node):
         self._worker = threading.Thread(target=self._loop, name="reconstructor", daemon=True)
         self._worker.start()
 
+    # -- lifecycle ------------------------------------------------------------------------
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        import torch
+
+        try:
+            if self.p.device.startswith("cuda") and not torch.cuda.is_available():
+                raise RuntimeError(f"device {self.p.device!r} asked for, but CUDA is not available")
+            reconstructor = Reconstructor(
+                self.p.weights, self.p.device, points_per_vertebra=self.p.points_per_vertebra
+            )
+        except (OSError, RuntimeError, ValueError, KeyError) as error:
+            self.last_error = f"configure: {error}"
+            self.get_logger().error(f"cannot load the model: {error}")
+            return TransitionCallbackReturn.FAILURE
+        self.reconstructor = reconstructor
+        self.last_error = ""
+        self.state = "inactive"
+        self.get_logger().info(
+            f"weights {reconstructor.weights_path} "
+            f"(sha256 {reconstructor.weights_sha256[:12]}) on {reconstructor.device}"
+        )
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.on_active(True)
+        with self._wake:
+            self.active = True
+            self.state = "active"
+            self._wake.notify()
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        with self._wake:
+            self.active = False
+            self.state = "inactive"
+        self.on_active(False)
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.reconstructor = None  # the worker holds it only while it reconstructs
+        self.state = "unconfigured"
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        if self.active:
+            self.on_active(False)
+        self.active = False
+        self.reconstructor = None
+        self.state = "finalized"
+        return TransitionCallbackReturn.SUCCESS
+
+    def start(self) -> bool:
+        """configure + activate (autostart); False when a transition failed."""
+        if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+            return False
+        return self.trigger_activate() == TransitionCallbackReturn.SUCCESS
+
+    # -- work -----------------------------------------------------------------------------
     def submit(self, shot_set: ShotSet) -> None:
         """Queue `shot_set` (replacing any set still waiting) and return at once."""
         with self._wake:
             self._pending = shot_set
+            if not self.active:
+                self.get_logger().info(
+                    f"{self.state}: {len(shot_set.shots)} shots kept, reconstructed on activation"
+                )
             self._wake.notify()
 
     def busy(self) -> bool:
-        return self._pending is not None
+        return self.active and self._pending is not None
 
     def _loop(self) -> None:
         while True:
             with self._wake:
-                while self._pending is None and not self._stop:
+                while not self._stop and (self._pending is None or not self.active):
                     self._wake.wait()
                 if self._stop:
                     return
-                shot_set = self._pending
+                shot_set, reconstructor = self._pending, self.reconstructor
             try:
-                recon = self.reconstructor.reconstruct(shot_set)
+                recon = reconstructor.reconstruct(shot_set)
             except ShotSetError as error:
                 self.last_error = str(error)
                 self.get_logger().error(f"cannot reconstruct: {error}")

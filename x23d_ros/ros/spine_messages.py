@@ -54,7 +54,9 @@ def point_cloud(recon: Reconstruction, frame_id: str, stamp: Time) -> PointCloud
         rows.append(block)
     points = np.concatenate(rows) if rows else np.zeros(0, CLOUD_DTYPE)
     padded = np.zeros((len(points), POINT_STEP), np.uint8)
-    padded[:, : CLOUD_DTYPE.itemsize] = points.view(np.uint8).reshape(len(points), -1)
+    padded[:, : CLOUD_DTYPE.itemsize] = points.view(np.uint8).reshape(
+        len(points), CLOUD_DTYPE.itemsize
+    )
     fields = [
         PointField(name=n, offset=CLOUD_DTYPE.fields[n][1], datatype=t, count=1)
         for n, t in (

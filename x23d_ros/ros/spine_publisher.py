@@ -1,26 +1,39 @@
 """`spine_publisher`: the reconstructed spine on the topics planners read, and diagnostics.
 
 Everything is latched (reliable, transient local), so a planner that starts later still gets
-the spine: points, markers, one shape_msgs/Mesh per level, and the vertebra frames, in
-`reference_frame`, in metres. Diagnostics (1 Hz) say the state, the shots collected, the
-rejections by reason, the last latency per stage, the device and the weights.
+the spine, in `reference_frame`, in metres:
+- `/collision_object`: a moveit_msgs/CollisionObject per vertebra (`<object_id_prefix>L1` …,
+  mesh + `body_centre` subframe). MoveIt subscribes *volatile*, so the objects are also re-sent
+  whenever a new subscriber matches. Levels no longer found, `/x23d/reset` and the
+  reconstructor's deactivation send REMOVE.
+- `/tf_static`: one TFMessage with every static frame of this package (the optional
+  registration `registration_parent → reference_frame`, and a frame per vertebra), re-sent whole
+  when it changes, as tf2's static broadcaster does.
+- points, markers, one shape_msgs/Mesh per level, and the vertebra frames as a PoseArray.
+Diagnostics (1 Hz) say the state, the shots collected, the rejections by reason, incompatible
+QoS, the last latency per stage, the device and the weights.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseArray
+from moveit_msgs.msg import CollisionObject
+from rclpy.event_handler import PublisherEventCallbacks, QoSPublisherMatchedInfo
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import PointCloud2
 from shape_msgs.msg import Mesh
-from visualization_msgs.msg import MarkerArray
+from tf2_msgs.msg import TFMessage
+from visualization_msgs.msg import Marker, MarkerArray
 
 from x23d_ros import __version__
 from x23d_ros.anatomy import LEVELS
 from x23d_ros.pipeline import Reconstruction
+from x23d_ros.ros import planner_scene as ps
 from x23d_ros.ros import spine_messages as sm
 from x23d_ros.ros.parameters import Param, declare
 
@@ -28,12 +41,27 @@ PARAMS = (
     Param("reference_frame", "patient_ref", "frame the spine is published in"),
     Param("topic_prefix", "/x23d/spine", "prefix of the output topics"),
     Param("diagnostics_period_s", 1.0, "seconds between diagnostics", 0.05, 60.0),
+    Param("collision_object_topic", "/collision_object", "MoveIt collision objects; empty: off"),
+    Param("object_id_prefix", "", "collision object ids and TF frames are <prefix>L1 … <prefix>L5"),
+    Param("publish_tf", True, "vertebra frames (and the registration) on /tf_static"),
+    Param(
+        "registration_parent", "", "static parent of reference_frame (e.g. robot_base); empty: none"
+    ),
+    Param("registration_translation_m", [0.0, 0.0, 0.0], "reference_frame's origin in the parent"),
+    Param("registration_rotation_xyzw", [0.0, 0.0, 0.0, 1.0], "its rotation, a unit quaternion"),
 )
 LATCHED = QoSProfile(
     depth=1,
     reliability=ReliabilityPolicy.RELIABLE,
     durability=DurabilityPolicy.TRANSIENT_LOCAL,
 )
+# Depth ≥ twice the objects: a late transient-local subscriber replays ADDs then their REMOVEs.
+COLLISION_QOS = QoSProfile(
+    depth=2 * len(LEVELS),
+    reliability=ReliabilityPolicy.RELIABLE,
+    durability=DurabilityPolicy.TRANSIENT_LOCAL,
+)
+TF_STATIC_QOS = LATCHED  # what tf2_ros.StaticTransformBroadcaster offers
 
 
 class SpinePublisher(Node):
@@ -49,23 +77,127 @@ class SpinePublisher(Node):
             name: self.create_publisher(Mesh, f"{prefix}/{name}/mesh", LATCHED) for name in LEVELS
         }
         self.diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.collision = None
+        if self.p.collision_object_topic:
+            self.collision = self.create_publisher(
+                CollisionObject,
+                self.p.collision_object_topic,
+                COLLISION_QOS,
+                event_callbacks=PublisherEventCallbacks(matched=self._on_collision_match),
+            )
+        self.tf_static = (
+            self.create_publisher(TFMessage, "/tf_static", TF_STATIC_QOS)
+            if self.p.publish_tf
+            else None
+        )
+        self.registration = []
+        if self.p.registration_parent:
+            self.registration = [
+                ps.static_transform(
+                    self.p.registration_parent,
+                    self.p.reference_frame,
+                    self.get_clock().now().to_msg(),
+                    self.p.registration_translation_m,
+                    self.p.registration_rotation_xyzw,
+                )
+            ]
+        self.active = False  # the reconstructor's activation switches it on (bringup.Pipeline)
+        self.objects: dict[str, CollisionObject] = {}
+        self.frames_sent: list[str] = []
         self.published = 0
+        self.resent = 0
+        self._lock = threading.Lock()
+        self._send_tf([])
         self.create_timer(self.p.diagnostics_period_s, self._diagnose)
 
-    def publish(self, recon: Reconstruction) -> None:
+    def publish(self, recon: Reconstruction) -> bool:
+        """Publish `recon` on every output; False (nothing sent) while inactive."""
         stamp = self.get_clock().now().to_msg()
         frame = self.p.reference_frame
-        for name, v in recon.vertebrae.items():
-            self.meshes[name].publish(sm.mesh(v))
-        self.frames.publish(sm.pose_array(recon, frame, stamp))
-        self.markers.publish(sm.marker_array(recon, frame, stamp))
-        self.points.publish(sm.point_cloud(recon, frame, stamp))  # last: it marks "complete"
-        self.published += 1
+        with self._lock:
+            if not self.active:
+                self.get_logger().info("inactive: reconstruction not published")
+                return False
+            for name, v in recon.vertebrae.items():
+                self.meshes[name].publish(sm.mesh(v))
+            self.frames.publish(sm.pose_array(recon, frame, stamp))
+            self.markers.publish(sm.marker_array(recon, frame, stamp))
+            prefix = self.p.object_id_prefix
+            if self.collision is not None:
+                objects = {o.id: o for o in ps.collision_objects(recon, frame, stamp, prefix)}
+                gone = [i for i in self.objects if i not in objects]
+                for message in ps.removals(gone, frame, stamp) + list(objects.values()):
+                    self.collision.publish(message)
+                self.objects = objects
+            self._send_tf(ps.vertebra_transforms(recon, frame, stamp, prefix))
+            self.points.publish(sm.point_cloud(recon, frame, stamp))  # last: it marks "complete"
+            self.published += 1
+        return True
+
+    def withdraw(self, reason: str) -> None:
+        """Take the spine back from planners: REMOVE every collision object, drop the vertebra
+        frames from /tf_static, clear the markers and publish an empty cloud."""
+        stamp = self.get_clock().now().to_msg()
+        frame = self.p.reference_frame
+        with self._lock:
+            if self.collision is not None:
+                for message in ps.removals(self.objects, frame, stamp):
+                    self.collision.publish(message)
+            removed, self.objects = len(self.objects), {}
+            self._send_tf([])
+            self.markers.publish(
+                MarkerArray(
+                    markers=[Marker(header=sm.header(frame, stamp), action=Marker.DELETEALL)]
+                )
+            )
+            nothing = Reconstruction(
+                vertebrae={}, missing=list(LEVELS), timings_ms={}, device="", views=0
+            )
+            self.points.publish(sm.point_cloud(nothing, frame, stamp))
+        self.get_logger().info(f"{reason}: {removed} collision objects removed")
+
+    def set_active(self, active: bool) -> None:
+        """Follow the reconstructor's lifecycle: deactivation withdraws the spine and stops
+        publication; activation resumes it."""
+        if not active:
+            self.withdraw("deactivated")
+        with self._lock:
+            self.active = active
+
+    def _send_tf(self, vertebrae: list) -> None:
+        """One TFMessage with all of this package's static frames (caller holds the lock)."""
+        if self.tf_static is None:
+            return
+        transforms = self.registration + vertebrae
+        children = [t.child_frame_id for t in transforms]
+        if not transforms and not self.frames_sent:
+            return
+        self.tf_static.publish(ps.tf_message(transforms))
+        self.frames_sent = children
+
+    def _on_collision_match(self, info: QoSPublisherMatchedInfo) -> None:
+        """MoveIt's planning scene subscribes volatile: re-send the objects to a new match."""
+        if info.current_count_change <= 0:
+            return
+        with self._lock:
+            if not self.active or not self.objects:
+                return
+            for message in self.objects.values():
+                self.collision.publish(message)
+            self.resent += 1
 
     def _diagnose(self) -> None:
-        values = {"version": __version__, "published": str(self.published), **self.status()}
+        values = {
+            "version": __version__,
+            "published": str(self.published),
+            "collision_objects": ",".join(self.objects),
+            "tf_static_frames": ",".join(self.frames_sent),
+            "collision_objects_resent": str(self.resent),
+            **self.status(),
+        }
+        warn = any(k.startswith("incompatible_qos.") for k in values) or values.get("last_error")
         status = DiagnosticStatus(
-            level=DiagnosticStatus.OK,
+            level=DiagnosticStatus.WARN if warn else DiagnosticStatus.OK,
             name="x23d_ros: reconstruction",
             hardware_id="x23d_ros",
             message=values.get("state", ""),

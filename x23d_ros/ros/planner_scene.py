@@ -1,0 +1,123 @@
+"""A `Reconstruction` as planners consume it: MoveIt collision objects and static TF frames.
+
+- `collision_objects`: one moveit_msgs/CollisionObject per vertebra, `id` = `<prefix>L1` …,
+  operation ADD. The object's pose is the identity in `frame_id`, so its mesh is the very mesh
+  of `/x23d/spine/<level>/mesh` (metres, `frame_id`), and its subframes are poses in `frame_id`
+  too. MoveIt addresses a subframe as `<id>/<name>`.
+- `removals`: REMOVE for each id (reset, deactivation, a level no longer found).
+- `vertebra_transforms` / `static_transform`: geometry_msgs/TransformStamped for /tf_static.
+  One TFMessage holds all of them (`tf_message`), as tf2's static broadcaster sends it.
+
+Subframes today: `body_centre` (the vertebral body centre, with the vertebra's anatomical axes:
+x left, y posterior, z superior). The reconstruction gives no pedicle landmarks yet, so there are
+no pedicle entry points or axes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+from builtin_interfaces.msg import Time
+from geometry_msgs.msg import Pose, Transform, TransformStamped
+from moveit_msgs.msg import CollisionObject
+from tf2_msgs.msg import TFMessage
+
+from x23d_ros.anatomy import LEVELS
+from x23d_ros.pipeline import Reconstruction
+from x23d_ros.ros.spine_messages import frame_pose, header, mesh
+
+SUBFRAMES = ("body_centre",)
+
+
+def object_id(prefix: str, level: str) -> str:
+    return f"{prefix}{level}"
+
+
+def _identity() -> Pose:
+    pose = Pose()
+    pose.orientation.w = 1.0
+    return pose
+
+
+def collision_objects(
+    recon: Reconstruction, frame_id: str, stamp: Time, prefix: str = ""
+) -> list[CollisionObject]:
+    """ADD, one object per reconstructed vertebra, in L1..L5 order."""
+    objects = []
+    for name in (n for n in LEVELS if n in recon.vertebrae):
+        v = recon.vertebrae[name]
+        objects.append(
+            CollisionObject(
+                header=header(frame_id, stamp),
+                pose=_identity(),
+                id=object_id(prefix, name),
+                meshes=[mesh(v)],
+                mesh_poses=[_identity()],
+                subframe_names=list(SUBFRAMES),
+                subframe_poses=[frame_pose(v.frame)],
+                operation=CollisionObject.ADD,
+            )
+        )
+    return objects
+
+
+def removals(ids: Iterable[str], frame_id: str, stamp: Time) -> list[CollisionObject]:
+    return [
+        CollisionObject(header=header(frame_id, stamp), id=i, operation=CollisionObject.REMOVE)
+        for i in ids
+    ]
+
+
+def transform(parent: str, child: str, stamp: Time, pose: Pose) -> TransformStamped:
+    """`child`'s frame in `parent`, from its pose (position in metres, unit quaternion)."""
+    t = Transform()
+    t.translation.x, t.translation.y, t.translation.z = (
+        pose.position.x,
+        pose.position.y,
+        pose.position.z,
+    )
+    t.rotation = pose.orientation
+    msg = TransformStamped(transform=t, child_frame_id=child)
+    msg.header = header(parent, stamp)
+    return msg
+
+
+def vertebra_transforms(
+    recon: Reconstruction, frame_id: str, stamp: Time, prefix: str = ""
+) -> list[TransformStamped]:
+    """One frame per vertebra (`<prefix>L1` …) under `frame_id`: origin at the body centre,
+    axes x left, y posterior, z superior."""
+    return [
+        transform(frame_id, object_id(prefix, n), stamp, frame_pose(recon.vertebrae[n].frame))
+        for n in LEVELS
+        if n in recon.vertebrae
+    ]
+
+
+def static_transform(
+    parent: str,
+    child: str,
+    stamp: Time,
+    translation_m: Sequence[float],
+    rotation_xyzw: Sequence[float],
+) -> TransformStamped:
+    """A fixed registration `parent → child` (e.g. robot_base → patient_ref) from parameters.
+    Raises ValueError for a translation that is not 3 finite numbers or a rotation that is not
+    a unit quaternion (within 1e-3; it is then normalised)."""
+    xyz = np.asarray(translation_m, float)
+    q = np.asarray(rotation_xyzw, float)
+    if xyz.shape != (3,) or not np.isfinite(xyz).all():
+        raise ValueError(f"registration translation must be 3 finite numbers, not {list(xyz)}")
+    if q.shape != (4,) or not np.isfinite(q).all() or abs(np.linalg.norm(q) - 1.0) > 1e-3:
+        raise ValueError(f"registration rotation must be a unit quaternion x y z w, not {list(q)}")
+    q = q / np.linalg.norm(q)
+    pose = Pose()
+    pose.position.x, pose.position.y, pose.position.z = (float(c) for c in xyz)
+    o = pose.orientation
+    o.x, o.y, o.z, o.w = (float(c) for c in q)
+    return transform(parent, child, stamp, pose)
+
+
+def tf_message(transforms: Iterable[TransformStamped]) -> TFMessage:
+    return TFMessage(transforms=list(transforms))
