@@ -116,15 +116,10 @@ class Probe:
         rclpy.shutdown(context=self.context)
 
 
-def _start(env: dict, session_dir, log):
-    return start_bringup(
-        env,
-        log,
-        session_dir=session_dir,
-        points_per_vertebra=500,
-        diagnostics_period_s=0.2,
-        device="cpu",
-    )
+def start_test_bringup(env: dict, session_dir, log, **params):
+    """bringup on the CPU, diagnostics at 5 Hz, 500 points a vertebra unless `params` say."""
+    defaults = {"points_per_vertebra": 500, "diagnostics_period_s": 0.2, "device": "cpu"}
+    return start_bringup(env, log, session_dir=session_dir, **{**defaults, **params})
 
 
 def test_bad_input_a_crash_and_a_late_subscriber(case, tmp_path, ros_domain_id):
@@ -132,7 +127,7 @@ def test_bad_input_a_crash_and_a_late_subscriber(case, tmp_path, ros_domain_id):
     sessions = tmp_path / "sessions"
     log_path = tmp_path / "bringup.log"
     log = open(log_path, "w")  # noqa: SIM115 (two processes write it in turn)
-    process = _start(env, sessions, log)
+    process = start_test_bringup(env, sessions, log)
     probe = Probe(ros_domain_id)
     try:
         probe.wait_for_listener()
@@ -169,7 +164,7 @@ def test_bad_input_a_crash_and_a_late_subscriber(case, tmp_path, ros_domain_id):
 
         process.send_signal(signal.SIGKILL)  # a crash after two shots
         process.wait(10)
-        process = _start(env, sessions, log)
+        process = start_test_bringup(env, sessions, log)
         # The dead process's subscriptions may still count as matched: wait for the new one's
         # diagnostics instead.
         probe.diagnostics.clear()
@@ -222,3 +217,71 @@ def test_the_config_file_lists_every_parameter_of_every_node_with_its_default():
         assert set(section) - set(shared) <= {p.name for p in params}, node
         for p in params:
             assert section.get(p.name) == p.default, (node, p.name)
+
+
+def test_poses_from_tf_without_tf2_ros(case, tmp_path, ros_domain_id):
+    """`pose_source: tf`: the image's frame in `reference_frame` at the image's stamp, through a
+    static link and a dynamic one (here read by TfReader: tf2_ros is not on PyPI). A shot whose
+    transform is missing is refused with `tf_lookup` and the others still make the spine."""
+    from geometry_msgs.msg import TransformStamped
+    from tf2_msgs.msg import TFMessage
+
+    from x23d_ros.ros.spine_publisher import TF_STATIC_QOS
+
+    def transform(parent, child, T_mm, stamp):
+        t = TransformStamped(child_frame_id=child)
+        t.header.frame_id, t.header.stamp = parent, stamp
+        v = t.transform.translation
+        v.x, v.y, v.z = (T_mm[:3, 3] / 1000.0).tolist()
+        r = t.transform.rotation
+        r.x, r.y, r.z, r.w = Rotation.from_matrix(T_mm[:3, :3]).as_quat().tolist()
+        return t
+
+    env = isolated_ros_env(ros_domain_id)
+    log = open(tmp_path / "bringup.log", "w")  # noqa: SIM115
+    process = start_test_bringup(env, tmp_path / "sessions", log, pose_source="tf")
+    probe = Probe(ros_domain_id)
+    tf = probe.node.create_publisher(TFMessage, "/tf", 100)
+    tf_static = probe.node.create_publisher(TFMessage, "/tf_static", TF_STATIC_QOS)
+    # patient_ref → carm_base fixed (a tracker's reference), carm_base → carm_source per shot.
+    T_ref_base = np.eye(4)
+    T_ref_base[:3, :3] = Rotation.from_euler("z", 30, degrees=True).as_matrix()
+    T_ref_base[:3, 3] = [100.0, -50.0, 20.0]
+    tf_static.publish(
+        TFMessage(transforms=[transform("patient_ref", "carm_base", T_ref_base, Time())])
+    )
+    try:
+        assert probe.spin_until(lambda: probe.image.get_subscription_count() > 0, 60)
+        for i, stamp_s in ((0, 400), (1, 401), (1, 402), (2, 403)):
+            T_base_source = np.linalg.inv(T_ref_base) @ case["T_ref_source"][i].numpy()
+            stamp = Time(sec=stamp_s)
+            if stamp_s != 401:  # no transform for this shot
+                tf.publish(
+                    TFMessage(
+                        transforms=[transform("carm_base", "carm_source", T_base_source, stamp)]
+                    )
+                )
+            probe.spin_until(lambda: False, 0.2)
+            image = image_to_msg(case["images"][i].numpy(), stamp=stamp, frame_id="carm_source")
+            K = case["K"][i].numpy()
+            info = CameraInfo(height=image.height, width=image.width, k=K.ravel().tolist())
+            info.header.stamp = stamp
+            probe.info.publish(info)
+            probe.image.publish(image)
+            probe.spin_until(lambda: False, 0.3)
+        assert probe.spin_until(lambda: probe.clouds, 180), (tmp_path / "bringup.log").read_text()[
+            -3000:
+        ]
+        assert probe.spin_until(
+            lambda: probe.latest_diagnostics().get("rejected.tf_lookup") == "1", 10
+        ), probe.latest_diagnostics()
+        cloud = read_point_cloud(probe.clouds[-1])
+        assert sorted(set(cloud["label"].tolist())) == [1, 2, 3, 4, 5]
+        # The chained poses put the spine where it is: near the ground-truth bone surface.
+        surface_mm = mask_surface_mm(case["labels"].numpy() > 0, case["affine"].numpy())
+        xyz_mm = 1000.0 * np.stack([cloud["x"], cloud["y"], cloud["z"]], -1).astype(float)
+        assert np.median(cKDTree(surface_mm).query(xyz_mm)[0]) < 10.0
+    finally:
+        stop(process)
+        log.close()
+        probe.close()

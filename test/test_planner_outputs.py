@@ -29,7 +29,7 @@ from x23d_ros.data.dataset import ShotDataset
 from x23d_ros.data.simulate import SimulateConfig, simulate
 from x23d_ros.ros.image_conversion import image_to_msg
 from x23d_ros.ros.planner_probe import MOVEIT_QOS
-from x23d_ros.ros.processes import start_bringup, stop
+from x23d_ros.ros.processes import stop
 from x23d_ros.ros.spine_publisher import LATCHED, TF_STATIC_QOS
 from x23d_ros.ros.transport_check import isolated_ros_env
 
@@ -88,15 +88,10 @@ def _lifecycle_state(probe) -> int:
 
 
 def _start(env, tmp_path, log, **params):
-    return start_bringup(
-        env,
-        log,
-        session_dir=tmp_path / "sessions",
-        points_per_vertebra=300,
-        diagnostics_period_s=0.2,
-        device="cpu",
-        object_id_prefix=PREFIX,
-        **params,
+    from test_bringup import start_test_bringup
+
+    return start_test_bringup(
+        env, tmp_path / "sessions", log, points_per_vertebra=300, object_id_prefix=PREFIX, **params
     )
 
 

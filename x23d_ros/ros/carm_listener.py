@@ -1,12 +1,13 @@
 """`carm_listener`: collect posed C-arm shots into a persisted session; ask for reconstructions.
 
-Subscribes to the image, its camera info and (`pose_source: topic`) a PoseStamped of the
-X-ray source in `reference_frame`; pairs them by stamp (`ros.sync.StampMatcher`); checks each
-shot (`session.check_shot`); writes every accepted shot to the session folder at once. At
-`views_required` shots, on `/x23d/reconstruct`, and for every shot added after that, it hands
-the whole set to `on_shot_set` (the reconstructor, in the same process). `/x23d/reset` starts a
-new session. A bad message is logged with its reason and counted (`rejections`); it never
-stops the node nor touches the shots already collected.
+Subscribes to the image, its camera info and (`pose_source: topic`) a PoseStamped of the X-ray
+source in `reference_frame` (`pose_source: tf`: the image's frame in `reference_frame` at its
+stamp, through tf2_ros or, where it is not installed, `ros.tf_reader`); pairs them by stamp
+(`ros.sync.StampMatcher`); checks each shot (`session.check_shot`); writes every accepted shot
+to the session folder at once. At `views_required` shots, on `/x23d/reconstruct`, and for every
+shot added after that, it hands the whole set to `on_shot_set` (the reconstructor, in the same
+process). `/x23d/reset` starts a new session. A bad message is logged with its reason and
+counted (`rejections`); it never stops the node nor touches the shots already collected.
 
 `input_qos`: `reliable` (depth 10) or `sensor_data` (best effort, REP 2003). A publisher whose
 QoS cannot match a subscription delivers nothing, silently: every incompatible-QoS event is
@@ -40,7 +41,11 @@ PARAMS = (
     Param("image_topic", "/carm/image_raw", "sensor_msgs/Image of the C-arm"),
     Param("camera_info_topic", "/carm/camera_info", "sensor_msgs/CameraInfo of the C-arm"),
     Param("pose_topic", "/carm/pose", "geometry_msgs/PoseStamped of the X-ray source"),
-    Param("pose_source", "topic", "topic (PoseStamped) or tf (tf2, on full ROS 2 installs)"),
+    Param(
+        "pose_source",
+        "topic",
+        "topic (PoseStamped) or tf (the image frame in reference_frame at its stamp)",
+    ),
     Param("input_qos", "reliable", "reliable (depth 10) or sensor_data (best effort, REP 2003)"),
     Param("sync_tolerance_s", 0.05, "largest stamp difference image/info/pose", 0.0, 10.0),
     Param("sync_wait_s", 2.0, "how long an image waits for its info and pose", 0.01, 60.0),
@@ -148,10 +153,18 @@ class CArmListener(Node):
         )
 
     def _init_tf(self) -> None:
+        """tf2_ros where installed (every full ROS 2 install); else x23d_ros's TF reader."""
         try:
             from tf2_ros import Buffer, TransformListener
-        except ImportError as error:  # tf2 is on every full ROS 2 install, not on PyPI
-            raise RuntimeError("pose_source: tf needs tf2_ros (a full ROS 2 install)") from error
+        except ImportError:
+            from x23d_ros.ros.tf_reader import TfReader
+
+            self.tf_buffer = None
+            self.tf_reader = TfReader(self, self.p.max_pose_age_s)
+            self.get_logger().info(
+                "tf2_ros not installed: poses from /tf and /tf_static (TfReader)"
+            )
+            return
         self.tf_buffer = Buffer()
         self.tf_listener = TransformListener(self.tf_buffer, self)
 
@@ -185,13 +198,19 @@ class CArmListener(Node):
         self._handle(*self.matcher.add_pose(_stamp(msg), T))
 
     def _tf_pose(self, image_msg: Image) -> np.ndarray | None:
+        """T_ref_source (mm) at the image's stamp, the source being the image's frame_id."""
+        source, target = image_msg.header.frame_id, self.p.reference_frame
+        if self.tf_buffer is None:
+            try:
+                return self.tf_reader.lookup(target, source, _stamp(image_msg))
+            except LookupError as error:
+                self._reject("tf_lookup", str(error))
+                return None
         from rclpy.time import Time
 
         try:
             stamp = Time.from_msg(image_msg.header.stamp)
-            t = self.tf_buffer.lookup_transform(
-                self.p.reference_frame, image_msg.header.frame_id, stamp
-            ).transform
+            t = self.tf_buffer.lookup_transform(target, source, stamp).transform
         except Exception as error:  # tf2's lookup exceptions share no base we can import here
             self._reject("tf_lookup", str(error))
             return None

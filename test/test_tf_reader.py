@@ -1,0 +1,42 @@
+"""TfTree: the listener's TF lookups where tf2_ros is not installed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.spatial.transform import Rotation
+
+from x23d_ros.ros.tf_reader import TfTree
+
+
+def _rigid(seed: int) -> np.ndarray:
+    T = np.eye(4)
+    T[:3, :3] = Rotation.random(random_state=seed).as_matrix()
+    T[:3, 3] = np.random.default_rng(seed).normal(0, 100, 3)
+    return T
+
+
+def test_a_lookup_chains_links_through_the_common_ancestor_at_the_nearest_sample():
+    tree = TfTree(tolerance_s=0.1)
+    world_room, room_ref, room_base = _rigid(1), _rigid(2), _rigid(3)
+    tree.add("world", "room", world_room, stamp=5.0)  # stale, but above the common ancestor
+    tree.add("room", "patient_ref", room_ref, stamp=None)
+    tree.add("room", "carm_base", room_base, stamp=None)
+    early, late = _rigid(4), _rigid(5)
+    tree.add("carm_base", "carm_source", late, stamp=10.5)
+    tree.add("carm_base", "carm_source", early, stamp=10.0)  # out of order is fine
+    got = tree.lookup("patient_ref", "carm_source", 10.04)
+    np.testing.assert_allclose(got, np.linalg.inv(room_ref) @ room_base @ early, atol=1e-9)
+    got = tree.lookup("patient_ref", "carm_source", 10.45)
+    np.testing.assert_allclose(got, np.linalg.inv(room_ref) @ room_base @ late, atol=1e-9)
+    np.testing.assert_allclose(tree.lookup("carm_source", "carm_source", 0.0), np.eye(4))
+
+
+def test_a_lookup_says_why_it_cannot_answer():
+    tree = TfTree(tolerance_s=0.1)
+    tree.add("patient_ref", "carm_source", _rigid(1), stamp=10.0)
+    tree.add("robot_base", "tool", _rigid(2), stamp=None)
+    with pytest.raises(LookupError, match="nearest sample"):
+        tree.lookup("patient_ref", "carm_source", 10.5)
+    with pytest.raises(LookupError, match="not connected"):
+        tree.lookup("patient_ref", "tool", 10.0)

@@ -1,0 +1,126 @@
+"""Read poses from TF without tf2_ros: for `pose_source: tf` where tf2_ros is not installed.
+
+tf2_ros is on every full ROS 2 install but not on PyPI; the listener uses it when it is
+importable. Otherwise this reads `/tf` and `/tf_static` (tf2_msgs/TFMessage, the same QoS as
+tf2's listener) into a small buffer and answers the one question the listener asks: where was
+frame `source` in frame `target` at time `stamp`. It follows parent links through the tree
+(both up from `source` and up from `target` to their common ancestor). A dynamic link is taken
+from the sample nearest to `stamp`, within `tolerance_s`; unlike tf2 it does not interpolate,
+which suits C-arm poses (one per shot, stamped with the shot).
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import defaultdict
+
+import numpy as np
+from geometry_msgs.msg import TransformStamped
+from rclpy.node import Node
+from rclpy.qos import QoSProfile
+from scipy.spatial.transform import Rotation
+from tf2_msgs.msg import TFMessage
+
+from x23d_ros.ros.spine_publisher import TF_STATIC_QOS
+
+TF_QOS = QoSProfile(depth=100)  # tf2_ros.TransformListener's default for /tf
+HISTORY = 200  # samples kept per dynamic link
+
+
+def matrix_mm(t: TransformStamped) -> np.ndarray:
+    """The (4, 4) transform child → parent, translation in mm."""
+    q = t.transform.rotation
+    quat = np.array([q.x, q.y, q.z, q.w], float)
+    v = t.transform.translation
+    xyz = np.array([v.x, v.y, v.z], float)
+    if not (np.isfinite(quat).all() and np.isfinite(xyz).all()) or np.linalg.norm(quat) < 0.5:
+        raise ValueError(f"{t.header.frame_id} → {t.child_frame_id}: not a rigid transform")
+    T = np.eye(4)
+    T[:3, :3] = Rotation.from_quat(quat / np.linalg.norm(quat)).as_matrix()
+    T[:3, 3] = xyz * 1000.0
+    return T
+
+
+class TfTree:
+    """Transforms by child frame: a parent each, a fixed transform (static) or timed samples."""
+
+    def __init__(self, tolerance_s: float) -> None:
+        self.tolerance_s = tolerance_s
+        self.parent: dict[str, str] = {}
+        self.static: dict[str, np.ndarray] = {}
+        self.samples: dict[str, list[tuple[float, np.ndarray]]] = defaultdict(list)
+
+    def add(self, parent: str, child: str, T_parent_child: np.ndarray, stamp: float | None) -> None:
+        """A link; `stamp` None for a static one."""
+        self.parent[child] = parent
+        if stamp is None:
+            self.static[child] = T_parent_child
+            return
+        samples = self.samples[child]
+        bisect.insort(samples, (stamp, T_parent_child), key=lambda sample: sample[0])
+        del samples[:-HISTORY]
+
+    def _link(self, child: str, stamp: float) -> np.ndarray:
+        """child → parent at `stamp`."""
+        if child in self.static:
+            return self.static[child]
+        samples = self.samples.get(child, [])
+        if not samples:
+            raise LookupError(f"no transform for frame {child!r}")
+        nearest = min(samples, key=lambda s: abs(s[0] - stamp))
+        if abs(nearest[0] - stamp) > self.tolerance_s:
+            raise LookupError(
+                f"{self.parent[child]} → {child}: nearest sample {nearest[0] - stamp:+.3f} s from "
+                f"the image (tolerance {self.tolerance_s} s)"
+            )
+        return nearest[1]
+
+    def _up(self, frame: str) -> list[str]:
+        """`frame`, its parent, its parent's parent, … up to the root."""
+        chain = [frame]
+        while chain[-1] in self.parent and len(chain) <= len(self.parent):
+            chain.append(self.parent[chain[-1]])
+        return chain
+
+    def _to_ancestor(self, chain: list[str], ancestor: str, stamp: float) -> np.ndarray:
+        """T_ancestor_frame for `chain` = frame … ancestor."""
+        T = np.eye(4)
+        for child in chain[: chain.index(ancestor)]:
+            T = self._link(child, stamp) @ T
+        return T
+
+    def lookup(self, target: str, source: str, stamp: float) -> np.ndarray:
+        """T_target_source (4, 4, mm) at `stamp`; LookupError when TF cannot answer."""
+        up_source, up_target = self._up(source), self._up(target)
+        common = next((f for f in up_source if f in up_target), None)
+        if common is None:
+            raise LookupError(f"{target!r} and {source!r} are not connected in TF")
+        T_common_source = self._to_ancestor(up_source, common, stamp)
+        T_common_target = self._to_ancestor(up_target, common, stamp)
+        return np.linalg.inv(T_common_target) @ T_common_source
+
+
+class TfReader(TfTree):
+    """A TfTree fed by /tf and /tf_static."""
+
+    def __init__(self, node: Node, tolerance_s: float) -> None:
+        super().__init__(tolerance_s)
+        self.bad = 0
+        node.create_subscription(TFMessage, "/tf", self._on_tf, TF_QOS)
+        node.create_subscription(TFMessage, "/tf_static", self._on_static, TF_STATIC_QOS)
+
+    def _add_message(self, msg: TFMessage, static: bool) -> None:
+        for t in msg.transforms:
+            try:
+                T = matrix_mm(t)
+            except ValueError:
+                self.bad += 1
+                continue
+            stamp = None if static else t.header.stamp.sec + 1e-9 * t.header.stamp.nanosec
+            self.add(t.header.frame_id, t.child_frame_id, T, stamp)
+
+    def _on_tf(self, msg: TFMessage) -> None:
+        self._add_message(msg, static=False)
+
+    def _on_static(self, msg: TFMessage) -> None:
+        self._add_message(msg, static=True)
