@@ -1,0 +1,50 @@
+"""Reconstructions become what planners consume: MoveIt collision objects and static TF."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from builtin_interfaces.msg import Time
+from moveit_msgs.msg import CollisionObject
+from scipy.spatial.transform import Rotation
+from test_spine_messages import reconstruction
+
+from x23d_ros.ros import planner_scene as ps
+
+
+def test_collision_objects_carry_the_level_meshes_and_a_body_centre_subframe():
+    recon = reconstruction()
+    objects = ps.collision_objects(recon, "patient_ref", Time(sec=5), prefix="spine/")
+    assert [o.id for o in objects] == ["spine/L2", "spine/L4"]
+    for o, name in zip(objects, ("L2", "L4"), strict=True):
+        v = recon.vertebrae[name]
+        assert o.operation == CollisionObject.ADD and o.header.frame_id == "patient_ref"
+        assert o.pose.orientation.w == 1.0 and len(o.meshes) == len(o.mesh_poses) == 1
+        assert len(o.meshes[0].vertices) == 6 and len(o.meshes[0].triangles) == 2
+        assert o.meshes[0].vertices[1].y == pytest.approx(v.vertices[1, 1] / 1000)
+        assert list(o.subframe_names) == ["body_centre"]
+        centre = o.subframe_poses[0].position
+        np.testing.assert_allclose([centre.x, centre.y, centre.z], v.frame[:3, 3] / 1000)
+    removed = ps.removals(["spine/L2"], "patient_ref", Time(sec=6))
+    assert removed[0].operation == CollisionObject.REMOVE and not removed[0].meshes
+
+
+def test_static_frames_follow_the_vertebra_frames_and_the_registration_is_checked():
+    recon = reconstruction()
+    frames = ps.vertebra_transforms(recon, "patient_ref", Time(sec=5), prefix="x_")
+    assert [(t.header.frame_id, t.child_frame_id) for t in frames] == [
+        ("patient_ref", "x_L2"),
+        ("patient_ref", "x_L4"),
+    ]
+    q = frames[1].transform.rotation
+    R = Rotation.from_quat([q.x, q.y, q.z, q.w]).as_matrix()
+    np.testing.assert_allclose(R, recon.vertebrae["L4"].frame[:3, :3], atol=1e-6)
+    reg = ps.static_transform(
+        "robot_base", "patient_ref", Time(sec=5), [1, 2, 3], [0, 0, 0, 1.0005]
+    )
+    assert reg.transform.rotation.w == pytest.approx(1.0, abs=1e-12)  # normalised
+    assert reg.transform.translation.z == 3.0
+    with pytest.raises(ValueError, match="unit quaternion"):
+        ps.static_transform("robot_base", "patient_ref", Time(sec=5), [1, 2, 3], [0, 0, 0, 2])
+    with pytest.raises(ValueError, match="translation"):
+        ps.static_transform("robot_base", "patient_ref", Time(sec=5), [1, 2], [0, 0, 0, 1])
