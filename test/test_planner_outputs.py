@@ -257,10 +257,15 @@ def test_sensor_data_input_qos_accepts_a_best_effort_camera(case, tmp_path, ros_
         )
         node.destroy_publisher(old)
     try:
-        _send_three(probe, case)
-        assert probe.spin_until(lambda: probe.clouds, 180), (tmp_path / "bringup.log").read_text()[
-            -3000:
-        ]
+        # Best effort may drop a 64 kB image on the way; a driver would send the shot again (an
+        # image already collected is then refused as duplicate_view, harmlessly).
+        probe.wait_for_listener()
+        for attempt in range(3):
+            for i in range(3):
+                probe.send(case, i, 300 + 10 * attempt + i)
+            if probe.spin_until(lambda: probe.clouds, 60):
+                break
+        assert probe.clouds, (tmp_path / "bringup.log").read_text()[-3000:]
         assert not any(k.startswith("incompatible_qos") for k in probe.latest_diagnostics())
     finally:
         stop(process)
