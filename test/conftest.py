@@ -11,3 +11,14 @@ import pytest
 def ros_domain_id() -> int:
     """A random ROS_DOMAIN_ID, so parallel or leftover processes never cross-talk with a test."""
     return random.randint(1, 101)
+
+
+@pytest.fixture(scope="session")
+def case(tmp_path_factory) -> dict:
+    """One simulated case (seed 21, 3 synthetic shots, 128²) that the ROS tests send as shots."""
+    from x23d_ros.data.dataset import ShotDataset
+    from x23d_ros.data.simulate import SimulateConfig, simulate
+
+    out = tmp_path_factory.mktemp("ros_case")
+    simulate(SimulateConfig(out=out, cases=1, views=3, seed=21, image_size=128, spacing_mm=2.0))
+    return ShotDataset(out)[0]

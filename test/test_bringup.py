@@ -7,7 +7,6 @@ import signal
 import time
 
 import numpy as np
-import pytest
 import rclpy
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray
@@ -16,21 +15,12 @@ from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
-from x23d_ros.data.dataset import ShotDataset
-from x23d_ros.data.simulate import SimulateConfig, simulate
 from x23d_ros.ros.image_conversion import image_to_msg
 from x23d_ros.ros.processes import start_bringup, stop
 from x23d_ros.ros.spine_messages import read_point_cloud
 from x23d_ros.ros.spine_publisher import LATCHED
 from x23d_ros.ros.transport_check import isolated_ros_env
 from x23d_ros.surface import mask_surface_mm
-
-
-@pytest.fixture(scope="module")
-def case(tmp_path_factory):
-    out = tmp_path_factory.mktemp("bringup_case")
-    simulate(SimulateConfig(out=out, cases=1, views=3, seed=21, image_size=128, spacing_mm=2.0))
-    return ShotDataset(out)[0]
 
 
 class Probe:

@@ -25,8 +25,6 @@ from std_srvs.srv import Trigger
 from tf2_msgs.msg import TFMessage
 
 from x23d_ros.anatomy import LEVELS
-from x23d_ros.data.dataset import ShotDataset
-from x23d_ros.data.simulate import SimulateConfig, simulate
 from x23d_ros.ros.image_conversion import image_to_msg
 from x23d_ros.ros.planner_probe import MOVEIT_QOS
 from x23d_ros.ros.processes import stop
@@ -38,13 +36,6 @@ UPSTREAM_TFMESSAGE_HASH = "RIHS01_e369d0f05a23ae52508854b66f6aa0437f3449d652e8cb
 PREFIX = "x23d_"
 IDS = [f"{PREFIX}{n}" for n in LEVELS]
 REMOVE = CollisionObject.REMOVE[0]
-
-
-@pytest.fixture(scope="module")
-def case(tmp_path_factory):
-    out = tmp_path_factory.mktemp("planner_case")
-    simulate(SimulateConfig(out=out, cases=1, views=3, seed=21, image_size=128, spacing_mm=2.0))
-    return ShotDataset(out)[0]
 
 
 def _planner(ros_domain_id):
