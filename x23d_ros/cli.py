@@ -60,6 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("evaluate", help="accuracy of weights on shards or on a CT")
     evaluate.add_arguments(ev)
     ev.set_defaults(func=evaluate.run)
+
+    from x23d_ros import calibrate
+
+    ca = sub.add_parser("calibrate", help="fit where the fine grids go (on training data)")
+    calibrate.add_arguments(ca)
+    ca.set_defaults(func=calibrate.run)
     return parser
 
 

@@ -165,6 +165,12 @@ class Reconstructor:
         self.fine_cfg = bundle["fine"]
         self.coarse = _load_stage(self.coarse_cfg, self.device)
         self.fine = _load_stage(self.fine_cfg, self.device)
+        # Where each level's fine grid goes relative to its coarse blob (x23d_ros.calibrate);
+        # weights without a calibration use the blob's box centre as it is.
+        offsets = self.coarse_cfg.get("centre_offset_mm")
+        self.centre_offsets = (
+            np.zeros((len(LEVEL_NAMES), 3)) if offsets is None else offsets.double().numpy()
+        )
         self.points_per_vertebra = points_per_vertebra
         self.refine = refine
         self.card = {k: v for k, v in bundle.items() if k not in ("coarse", "fine")}
@@ -196,9 +202,10 @@ class Reconstructor:
         return torch.stack(images), P, T
 
     def localise(
-        self, images: torch.Tensor, P: torch.Tensor, T: np.ndarray
+        self, images: torch.Tensor, P: torch.Tensor, T: np.ndarray, corrected: bool = True
     ) -> dict[str, np.ndarray]:
-        """Box centres (3,) mm of the levels the coarse stage finds (largest blob each)."""
+        """Centres (3,) mm of the levels the coarse stage finds: the box centre of each level's
+        largest blob, plus the level's calibrated offset unless `corrected` is False."""
         cfg = self.coarse_cfg
         centre = torch.tensor(
             geometry.isocentre_of_poses(T), dtype=torch.float32, device=self.device
@@ -213,6 +220,8 @@ class Reconstructor:
             if blob.sum() >= cfg.get("min_voxels", 8):
                 found = pts[blob]
                 centres[name] = (found.min(0) + found.max(0)) / 2
+                if corrected:
+                    centres[name] = centres[name] + self.centre_offsets[idx - 1]
         return centres
 
     def segment(
