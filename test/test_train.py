@@ -88,6 +88,16 @@ def test_the_fine_stage_trains_on_vertebra_crops_and_exports_with_the_coarse(sha
     assert recon.views == 3 and set(recon.timings_ms) >= {"localise", "segment"}
     with pytest.raises(ValueError, match="coarse stage"):
         export_weights(tmp_path / "fine", tmp_path / "fine", weights, image_size=48)
+    # A retrained fine stage behind the coarse stage of a weights file, calibration included.
+    source = torch.load(weights, map_location="cpu", weights_only=True)
+    source["coarse"]["centre_offset_mm"] = torch.full((5, 3), 2.0)
+    torch.save(source, tmp_path / "calibrated.pt")
+    export_weights(tmp_path / "calibrated.pt", tmp_path / "fine", tmp_path / "w2.pt", 48)
+    mixed = Reconstructor(tmp_path / "w2.pt", device="cpu")
+    assert (mixed.centre_offsets == 2.0).all()
+    assert mixed.fine_cfg["steps"] == 3 and mixed.coarse_cfg["steps"] == 2
+    with pytest.raises(ValueError, match="48²"):
+        export_weights(tmp_path / "calibrated.pt", tmp_path / "fine", tmp_path / "w3.pt", 64)
 
 
 def test_torchrun_trains_with_two_processes_and_rank_0_writes(shards, tmp_path):

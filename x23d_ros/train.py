@@ -456,7 +456,18 @@ def export_weights(
     trained, plus the working image size, the domain and where the weights came from.
     """
     bundle: dict = {"format": 1, "image_size": int(image_size), "note": note}
-    for stage, run in (("coarse", Path(coarse_run)), ("fine", Path(fine_run))):
+    stages = [("coarse", Path(coarse_run)), ("fine", Path(fine_run))]
+    if Path(coarse_run).is_file():
+        # A weights file: keep its coarse stage as it is (with its calibration), so that a
+        # retrained fine stage ships with the coarse stage it will run behind.
+        source = torch.load(coarse_run, map_location="cpu", weights_only=True)
+        if int(source["image_size"]) != int(image_size):
+            raise ValueError(
+                f"{coarse_run} works on {source['image_size']}² images, not {image_size}²"
+            )
+        bundle["coarse"] = source["coarse"]
+        stages = stages[1:]
+    for stage, run in stages:
         cfg = TrainConfig.from_json((run / "config.json").read_text())
         if cfg.stage != stage:
             raise ValueError(f"{run} trained the {cfg.stage} stage, not the {stage} stage")
@@ -483,7 +494,12 @@ def export_weights(
 
 
 def add_export_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--coarse", type=Path, required=True, help="run folder of the coarse stage")
+    parser.add_argument(
+        "--coarse",
+        type=Path,
+        required=True,
+        help="run folder of the coarse stage, or a weights file whose coarse stage is kept",
+    )
     parser.add_argument("--fine", type=Path, required=True, help="run folder of the fine stage")
     parser.add_argument("--out", type=Path, required=True, help="weights file to write")
     parser.add_argument(
