@@ -9,10 +9,10 @@ grid placed there cuts off the spinous process.
 
 Calibration measures that bias on training cases and stores it with the weights: per level
 ℓ, the offset o_ℓ = median over cases c of (b_ℓ,c − ĉ_ℓ,c), per axis, where b is the true
-box centre and ĉ the coarse blob's box centre (the median ignores cases whose level was
-mislabelled). The Reconstructor places level ℓ's fine grid at ĉ_ℓ + o_ℓ. The offsets are in
-the reference frame, which the networks already take as the patient's LPS frame (the grids
-are axis-aligned there), so they add no new assumption.
+box centre and ĉ the coarse blob's box centre (the median is robust to the few cases whose
+level was mislabelled). The Reconstructor places level ℓ's fine grid at ĉ_ℓ + o_ℓ. The
+offsets are in the reference frame, which the networks already take as the patient's LPS
+frame (the grids are axis-aligned there), so they add no new assumption.
 
     x23d calibrate --weights default --data DIR --out WEIGHTS [--draws 2] [--seed 0]
 
@@ -32,10 +32,8 @@ from tqdm import tqdm
 
 from x23d_ros.anatomy import LEVELS
 from x23d_ros.data.dataset import ShotDataset
-from x23d_ros.pipeline import Reconstructor, resolve_weights, shot_set_from_case
+from x23d_ros.pipeline import LEVEL_NAMES, Reconstructor, resolve_weights, shot_set_from_case
 from x23d_ros.surface import box_centre
-
-LEVEL_NAMES = list(LEVELS)
 
 
 def coarse_errors(
@@ -99,11 +97,12 @@ def calibrate_weights(
     `data` (a folder of training shards). Returns the fit's summary."""
     path = resolve_weights(weights)
     reconstructor = Reconstructor(path, device="cpu")
-    errors = coarse_errors(reconstructor, ShotDataset(data), draws=draws, seed=seed)
+    dataset = ShotDataset(data)
+    errors = coarse_errors(reconstructor, dataset, draws=draws, seed=seed)
     offsets, summary = fit_offsets(errors)
     bundle = torch.load(path, map_location="cpu", weights_only=True)
     bundle["coarse"]["centre_offset_mm"] = torch.tensor(offsets, dtype=torch.float32)
-    summary |= {"data": str(data), "cases": len(ShotDataset(data)), "draws": draws, "seed": seed}
+    summary |= {"data": str(data), "cases": len(dataset), "draws": draws, "seed": seed}
     bundle["coarse"]["centre_offset_fit"] = json.dumps(summary)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
