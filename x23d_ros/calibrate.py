@@ -34,6 +34,7 @@ from x23d_ros.anatomy import LEVELS
 from x23d_ros.data.dataset import ShotDataset
 from x23d_ros.pipeline import LEVEL_NAMES, Reconstructor, resolve_weights, shot_set_from_case
 from x23d_ros.surface import box_centre
+from x23d_ros.train import draw_views
 
 
 def coarse_errors(
@@ -53,9 +54,7 @@ def coarse_errors(
             labels, affine = item["labels"].numpy(), item["affine"].numpy()
             n_all = item["images"].shape[0]
             for _ in range(draws):
-                n = int(rng.integers(min(views[0], n_all), min(views[1], n_all) + 1))
-                pick = sorted(rng.choice(n_all, size=n, replace=False).tolist())
-                shot_set = shot_set_from_case(item, pick)
+                shot_set = shot_set_from_case(item, draw_views(n_all, views, rng))
                 try:
                     shot_set.validate()
                 except ValueError:

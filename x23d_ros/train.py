@@ -126,14 +126,20 @@ def _jittered_P(
     return geometry.projection_matrix(K, T)
 
 
+def draw_views(n_all: int, views: tuple[int, int], rng: np.random.Generator) -> list[int]:
+    """A random subset of a case's `n_all` shots, its size drawn from `views` (inclusive,
+    capped at n_all), in ascending order (view dropout)."""
+    n = int(rng.integers(min(views[0], n_all), min(views[1], n_all) + 1))
+    return sorted(rng.choice(n_all, size=n, replace=False).tolist())
+
+
 def _pick_views(
     item: dict, cfg: TrainConfig, rng: np.random.Generator, train: bool
 ) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
     """Images (V, H, W), P (V, 3, 4) and T (V, 4, 4) of the shots used for one step."""
     n_all = item["images"].shape[0]
     if train:
-        n = int(rng.integers(min(cfg.views[0], n_all), min(cfg.views[1], n_all) + 1))
-        pick = np.sort(rng.choice(n_all, size=n, replace=False))
+        pick = np.array(draw_views(n_all, cfg.views, rng))
     else:
         pick = np.arange(min(cfg.views[1], n_all))
     K, T = item["K"].numpy()[pick], item["T_ref_source"].numpy()[pick]
