@@ -11,7 +11,7 @@ from x23d_ros.calibrate import calibrate_weights, fit_offsets
 from x23d_ros.cli import main
 from x23d_ros.data.dataset import ShotDataset
 from x23d_ros.data.simulate import SimulateConfig, simulate
-from x23d_ros.pipeline import Reconstructor, shot_set_from_case
+from x23d_ros.pipeline import LEVEL_NAMES, Reconstructor, shot_set_from_case, spine_frame
 
 
 def test_offsets_are_per_level_medians_per_axis():
@@ -39,22 +39,72 @@ def test_calibrated_weights_move_every_found_level_by_its_offset(tmp_path):
     bundle = torch.load(out, map_location="cpu", weights_only=True)
     offsets = bundle["coarse"]["centre_offset_mm"].numpy()
     assert offsets.shape == (5, 3) and np.isfinite(offsets).all() and np.abs(offsets).max() > 0
+    assert bundle["coarse"]["placement"] == "centroid-spine"
 
     reconstructor = Reconstructor(out, device="cpu")
     images, P, T = reconstructor.prepare(shot_set_from_case(ShotDataset(data)[0], [0, 1, 2]))
     raw = reconstructor.localise(images, P, T, corrected=False)
     placed = reconstructor.localise(images, P, T)
-    assert raw and set(raw) == set(placed)
-    for i, name in enumerate(["L1", "L2", "L3", "L4", "L5"]):
+    assert len(raw) >= 2 and set(raw) == set(placed)
+    # The offsets are in the spine's frame: a proper rotation whose z runs from L5 to L1.
+    frame = spine_frame(raw)
+    np.testing.assert_allclose(frame.T @ frame, np.eye(3), atol=1e-9)
+    assert np.linalg.det(frame) == pytest.approx(1.0)
+    found = [n for n in LEVEL_NAMES if n in raw]
+    assert (raw[found[0]] - raw[found[-1]]) @ frame[:, 2] > 0
+    for i, name in enumerate(LEVEL_NAMES):
         if name in raw:
-            np.testing.assert_allclose(placed[name] - raw[name], offsets[i], atol=1e-5)
+            np.testing.assert_allclose(placed[name] - raw[name], frame @ offsets[i], atol=1e-5)
+
+    # Offsets in the reference frame from the blobs' box centres (`box-lps`), as calibrated
+    # before the placement was stored: a file without `placement` means that.
+    boxes = tmp_path / "boxes.pt"
+    calibrate_weights(out, data, boxes, draws=1, placement="box-lps")
+    box_bundle = torch.load(boxes, map_location="cpu", weights_only=True)
+    del box_bundle["coarse"]["placement"]
+    torch.save(box_bundle, boxes)
+    legacy = Reconstructor(boxes, device="cpu")
+    assert legacy.placement == "box-lps"
+    box_raw = legacy.localise(images, P, T, corrected=False)
+    box_offsets = box_bundle["coarse"]["centre_offset_mm"].numpy()
+    for i, name in enumerate(LEVEL_NAMES):
+        if name in box_raw:
+            np.testing.assert_allclose(
+                legacy.localise(images, P, T)[name] - box_raw[name], box_offsets[i], atol=1e-5
+            )
+
     # Weights without a calibration place the grids at the blobs' box centres.
-    del bundle["coarse"]["centre_offset_mm"]
-    torch.save(bundle, tmp_path / "plain.pt")
+    del box_bundle["coarse"]["centre_offset_mm"]
+    torch.save(box_bundle, tmp_path / "plain.pt")
     plain = Reconstructor(tmp_path / "plain.pt", device="cpu")
     assert not plain.centre_offsets.any()
     for name, centre in plain.localise(images, P, T).items():
-        np.testing.assert_allclose(centre, raw[name], atol=1e-5)
+        np.testing.assert_allclose(centre, box_raw[name], atol=1e-5)
+
+    # A placement the code does not know is refused, not guessed.
+    box_bundle["coarse"]["placement"] = "centroid-sideways"
+    torch.save(box_bundle, tmp_path / "unknown.pt")
+    with pytest.raises(ValueError, match="centroid-sideways"):
+        Reconstructor(tmp_path / "unknown.pt", device="cpu")
+
+
+def test_spine_frame_follows_the_line_through_the_levels():
+    # A spine along the reference z: the reference frame's own axes.
+    upright = {n: np.array([3.0, -2.0, 100.0 - 35.0 * i]) for i, n in enumerate(LEVEL_NAMES)}
+    np.testing.assert_allclose(spine_frame(upright), np.eye(3), atol=1e-12)
+    # Tilted 20° forwards about x (top towards −y, anterior), with one level missing and the
+    # others off the line by the same step (no trend): z is the line's direction, x stays x.
+    tilt = np.radians(20.0)
+    axis = np.array([0.0, -np.sin(tilt), np.cos(tilt)])
+    tilted = {n: -35.0 * i * axis for i, n in enumerate(LEVEL_NAMES) if n != "L3"}
+    tilted["L2"] = tilted["L2"] + [2.0, 0.0, 0.0]
+    tilted["L4"] = tilted["L4"] + [2.0, 0.0, 0.0]
+    frame = spine_frame(tilted)
+    np.testing.assert_allclose(frame[:, 2], axis, atol=1e-9)
+    np.testing.assert_allclose(frame[:, 0], [1.0, 0.0, 0.0], atol=1e-9)
+    np.testing.assert_allclose(frame[:, 1], np.cross(axis, [1.0, 0.0, 0.0]), atol=1e-9)
+    # One level gives no direction: the reference frame.
+    np.testing.assert_allclose(spine_frame({"L3": np.zeros(3)}), np.eye(3))
 
 
 def test_calibration_refuses_a_missing_weights_file(tmp_path):

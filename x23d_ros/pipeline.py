@@ -33,6 +33,8 @@ DEFAULT_WEIGHTS = WEIGHTS_DIR / "default.pt"
 WEIGHTS_FORMAT = 1
 LEVEL_NAMES = list(LEVELS)
 MIN_SHOTS = 2
+#: How a level's fine grid is placed from its coarse blob (`Reconstructor.localise`).
+PLACEMENTS = ("box-lps", "centroid-spine")
 MAX_SHOTS = 8
 
 
@@ -165,12 +167,16 @@ class Reconstructor:
         self.fine_cfg = bundle["fine"]
         self.coarse = _load_stage(self.coarse_cfg, self.device)
         self.fine = _load_stage(self.fine_cfg, self.device)
-        # Where each level's fine grid goes relative to its coarse blob (x23d_ros.calibrate);
-        # weights without a calibration use the blob's box centre as it is.
+        # Where each level's fine grid goes relative to its coarse blob (x23d_ros.calibrate):
+        # `placement` names the blob's point and the frame the offsets are in. Weights without
+        # a calibration use the blob's box centre as it is.
         offsets = self.coarse_cfg.get("centre_offset_mm")
         self.centre_offsets = (
             np.zeros((len(LEVEL_NAMES), 3)) if offsets is None else offsets.double().numpy()
         )
+        self.placement = str(self.coarse_cfg.get("placement", PLACEMENTS[0]))
+        if self.placement not in PLACEMENTS:
+            raise ValueError(f"{path}: placement {self.placement!r}, expected one of {PLACEMENTS}")
         self.points_per_vertebra = points_per_vertebra
         self.refine = refine
         self.card = {k: v for k, v in bundle.items() if k not in ("coarse", "fine")}
@@ -204,8 +210,10 @@ class Reconstructor:
     def localise(
         self, images: torch.Tensor, P: torch.Tensor, T: np.ndarray, corrected: bool = True
     ) -> dict[str, np.ndarray]:
-        """Centres (3,) mm of the levels the coarse stage finds: the box centre of each level's
-        largest blob, plus the level's calibrated offset unless `corrected` is False."""
+        """Centres (3,) mm of the levels the coarse stage finds. Raw (`corrected` False): a
+        point of each level's largest blob, its box centre or its centroid as `placement`
+        says. Corrected: plus the level's calibrated offset, in the reference frame
+        ("box-lps") or in the spine's frame through the raw centres ("centroid-spine")."""
         cfg = self.coarse_cfg
         centre = torch.tensor(
             geometry.isocentre_of_poses(T), dtype=torch.float32, device=self.device
@@ -214,15 +222,19 @@ class Reconstructor:
         logits = self.coarse(images[None], P[None], points)
         labels = logits.argmax(1)[0].cpu().numpy()
         pts = points[0].cpu().numpy()
-        centres = {}
+        raw = {}
         for name, idx in LEVELS.items():
             blob = surface.largest_component(labels == idx)
             if blob.sum() >= cfg.get("min_voxels", 8):
                 found = pts[blob]
-                centres[name] = (found.min(0) + found.max(0)) / 2
-                if corrected:
-                    centres[name] = centres[name] + self.centre_offsets[idx - 1]
-        return centres
+                if self.placement == "box-lps":
+                    raw[name] = (found.min(0) + found.max(0)) / 2
+                else:
+                    raw[name] = found.mean(0)
+        if not corrected:
+            return raw
+        frame = spine_frame(raw) if self.placement == "centroid-spine" else np.eye(3)
+        return {name: c + frame @ self.centre_offsets[LEVELS[name] - 1] for name, c in raw.items()}
 
     def segment(
         self, images: torch.Tensor, P: torch.Tensor, centres: dict[str, np.ndarray]
@@ -307,6 +319,25 @@ class Reconstructor:
             weights_sha256=self.weights_sha256,
             notes=notes,
         )
+
+
+def spine_frame(centres: dict[str, np.ndarray]) -> np.ndarray:
+    """(3, 3) whose columns are the spine's axes in the reference frame: z superior, along
+    the straight line fitted (least squares) through the levels' centres against their
+    index (L1 = 1 … L5 = 5); x the reference frame's x (patient left) made orthogonal to z;
+    y = z × x (posterior). Fewer than two levels: the reference frame's own axes."""
+    names = [n for n in LEVEL_NAMES if n in centres]
+    if len(names) < 2:
+        return np.eye(3)
+    index = np.array([LEVELS[n] for n in names], float)
+    design = np.stack([np.ones_like(index), index], 1)
+    slope = np.linalg.lstsq(design, np.stack([centres[n] for n in names]), rcond=None)[0][1]
+    z = -slope / np.linalg.norm(slope)  # the index grows downwards
+    x = np.array([1.0, 0.0, 0.0]) - z[0] * z
+    if np.linalg.norm(x) < 1e-6:  # a spine along the reference x axis: no usable frame
+        return np.eye(3)
+    x /= np.linalg.norm(x)
+    return np.stack([x, np.cross(z, x), z], 1)
 
 
 def _superior(name: str, centres: dict[str, np.ndarray]) -> np.ndarray:
