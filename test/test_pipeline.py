@@ -8,6 +8,7 @@ import pytest
 from x23d_ros import geometry
 from x23d_ros.data.dataset import ShotDataset
 from x23d_ros.data.simulate import SimulateConfig, simulate
+from x23d_ros.evaluate import score, true_centres
 from x23d_ros.pipeline import (
     Reconstructor,
     Shot,
@@ -48,6 +49,21 @@ def test_a_reconstruction_has_meshes_points_frames_and_timings(case, reconstruct
         assert ((v.vertices >= lo - 1) & (v.vertices <= hi + 1)).all()
     assert set(recon.timings_ms) == {"prepare", "localise", "segment", "surface", "total"}
     assert recon.weights_sha256 == reconstructor.weights_sha256
+
+
+def test_given_centres_place_the_fine_grids_and_only_those_levels_are_made(case, reconstructor):
+    truth = true_centres(case["labels"].numpy(), case["affine"].numpy())
+    recon = reconstructor.reconstruct(shot_set_from_case(case), centres={"L2": truth["L2"]})
+    assert set(recon.vertebrae) == {"L2"} and recon.missing == ["L1", "L3", "L4", "L5"]
+    v = recon.vertebrae["L2"]
+    np.testing.assert_allclose(v.centre_mm, truth["L2"])
+    # The 48³ grid's middle (between voxels 23 and 24) is the given centre.
+    middle = v.affine[:3, 3] + np.diag(v.affine)[:3] * (np.array(v.probability.shape) - 1) / 2
+    np.testing.assert_allclose(middle, truth["L2"], atol=1e-3)
+    # On its true box the fine stage finds the vertebra (F1 well above chance).
+    assert score(recon, case["labels"].numpy(), case["affine"].numpy())["L2"]["f1"] > 0.5
+    with pytest.raises(ValueError, match="unknown levels"):
+        reconstructor.reconstruct(shot_set_from_case(case), centres={"T12": truth["L1"]})
 
 
 def test_the_order_of_the_shots_does_not_change_the_result(case, reconstructor):

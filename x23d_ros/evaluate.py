@@ -12,7 +12,9 @@ Reconstructor refuses (e.g. all nearly parallel) counts as `refused`, every leve
         --domain synthetic --json OUT
 
 The second form renders the CT through the data engine (`x23d simulate --source ct`) from
-seeded C-arm poses first. A Markdown table is written next to the JSON (same name, `.md`).
+seeded C-arm poses first. `--placement truth` puts the fine grids on the true boxes instead of
+where the coarse stage says: it scores the fine stage alone (a diagnostic, not the product).
+A Markdown table is written next to the JSON (same name, `.md`).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from x23d_ros.anatomy import LEVELS
 from x23d_ros.data.dataset import ShotDataset
 from x23d_ros.metrics import METRICS, summarise, vertebra_metrics
 from x23d_ros.pipeline import Reconstruction, Reconstructor, ShotSetError, shot_set_from_case
-from x23d_ros.surface import largest_component, mask_surface_mm
+from x23d_ros.surface import box_centre, largest_component, mask_surface_mm
 
 log = logging.getLogger(__name__)
 
@@ -80,13 +82,23 @@ def score(
     return out
 
 
+def true_centres(labels: np.ndarray, affine: np.ndarray) -> dict[str, np.ndarray]:
+    """The box centre (mm) of every level present in `labels`."""
+    return {n: box_centre(labels == i, affine) for n, i in LEVELS.items() if (labels == i).any()}
+
+
 def evaluate_folder(
     reconstructor: Reconstructor,
     data: Path,
     views: list[int],
     domain: str,
     figures: Path | None = None,
+    placement: str = "coarse",
 ) -> dict:
+    """`placement`: "coarse" (the product) or "truth" (the fine grids on the true boxes, to
+    score the fine stage alone)."""
+    if placement not in ("coarse", "truth"):
+        raise ValueError(f"placement must be coarse or truth, not {placement!r}")
     dataset = ShotDataset(data, domain)
     per_case, timings, refused = [], [], 0
     for i in tqdm(range(len(dataset)), desc="evaluate", unit="case"):
@@ -94,13 +106,16 @@ def evaluate_folder(
         n = item["images"].shape[0]
         if max(views) >= n:
             raise ValueError(f"case {i} has {n} shots; views {views} asked for")
+        labels, affine = item["labels"].numpy(), item["affine"].numpy()
+        centres = true_centres(labels, affine) if placement == "truth" else None
         try:
-            recon = reconstructor.reconstruct(shot_set_from_case(item, views, domain))
+            recon = reconstructor.reconstruct(
+                shot_set_from_case(item, views, domain), centres=centres
+            )
         except ShotSetError as error:  # e.g. three near-parallel shots: nothing to triangulate
             log.warning("case %d refused: %s", i, error)
             refused += 1
             recon = Reconstruction({}, list(LEVELS), {}, str(reconstructor.device), len(views))
-        labels, affine = item["labels"].numpy(), item["affine"].numpy()
         per_case.append(score(recon, labels, affine))
         if recon.timings_ms:
             timings.append(recon.timings_ms)
@@ -112,6 +127,7 @@ def evaluate_folder(
         "view_indices": list(views),
         "refused": refused,
         "domain": domain,
+        "placement": placement,
         "weights_sha256": reconstructor.weights_sha256,
         "device": str(reconstructor.device),
         "timings_ms": {
@@ -127,7 +143,9 @@ def markdown(result: dict, title: str) -> str:
         f"# {title}",
         "",
         f"{result['cases']} cases, {result['views']} views (indices {result['view_indices']}), "
-        f"{result['domain']} domain, device {result['device']}; median timings (ms): "
+        f"{result['domain']} domain, fine grids placed by "
+        f"{'the true boxes' if result.get('placement') == 'truth' else 'the coarse stage'}, "
+        f"device {result['device']}; median timings (ms): "
         + ", ".join(f"{k} {v:.0f}" for k, v in result["timings_ms"].items()),
         "",
         "| level | " + " | ".join(cols) + " |",
@@ -201,6 +219,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", type=Path, required=True, help="where to write the result")
     parser.add_argument("--figures", type=Path, help="folder for one PNG per case")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument(
+        "--placement",
+        choices=("coarse", "truth"),
+        default="coarse",
+        help="where the fine grids go: the coarse stage's answer (the product) or the true "
+        "boxes (scores the fine stage alone)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -229,11 +254,15 @@ def run(args: argparse.Namespace) -> int:
                     configuration=args.configuration,
                 )
             )
-            result = evaluate_folder(reconstructor, Path(tmp), views, args.domain, args.figures)
+            result = evaluate_folder(
+                reconstructor, Path(tmp), views, args.domain, args.figures, args.placement
+            )
         result["source"] = {"ct": str(args.ct), "seed": args.seed}
         title = f"x23d evaluate: {args.ct.name}"
     else:
-        result = evaluate_folder(reconstructor, args.data, views, args.domain, args.figures)
+        result = evaluate_folder(
+            reconstructor, args.data, views, args.domain, args.figures, args.placement
+        )
         result["source"] = {"data": str(args.data)}
         title = f"x23d evaluate: {args.data}"
     args.json.parent.mkdir(parents=True, exist_ok=True)
