@@ -47,6 +47,16 @@ def test_surface_score_counts_surface_within_the_tolerance():
     assert far["surface_1mm"] < 0.05 and far["surface_2mm"] < 0.05  # 4 mm apart everywhere
 
 
+def test_on_a_grid_coarser_than_both_tolerances_they_score_alike():
+    # Surfaces one voxel apart: 1.5 mm on a 1.5 mm grid (within 2 mm, not within 1 mm), but
+    # 2.1 mm on a 2.1 mm grid, where any non-zero distance exceeds both tolerances (the fine
+    # stage's validation grid), so surface_1mm equals surface_2mm there.
+    fine = vertebra_metrics(_ball(15.0), _ball(16.0), 1.5)
+    assert fine["surface_1mm"] < fine["surface_2mm"]
+    coarse = vertebra_metrics(_ball(15.0), _ball(16.0), 2.1)
+    assert coarse["surface_1mm"] == coarse["surface_2mm"] < 1.0
+
+
 def test_empty_prediction_scores_zero_and_is_counted_as_missed():
     empty = vertebra_metrics(np.zeros((30, 30, 30), bool), _cube(), 1.0)
     assert empty["f1"] == 0.0 and np.isnan(empty["assd_mm"])

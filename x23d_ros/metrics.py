@@ -11,6 +11,10 @@ surfaces ∂P and ∂G and d(x, A) the distance from x to the nearest point of A
 - hd95_mm: the larger of the two directed 95th-percentile surface distances.
 - centre_err_mm = ‖centroid(P) − centroid(G)‖.
 
+Distances are between voxel centres, so on a grid coarser than τ (the fine stage's 2.1 mm
+grid, in training's validation) every non-zero distance exceeds τ and surface_1mm equals
+surface_2mm: score on the ground truth's grid (`x23d evaluate` does) to tell them apart.
+
 An empty prediction scores f1 = 0 and NaN for the distances; `summarise` counts it as missed.
 """
 
