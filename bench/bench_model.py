@@ -37,7 +37,7 @@ from x23d_ros.anatomy import LEVELS
 from x23d_ros.data.dataset import ShotDataset
 from x23d_ros.data.simulate import SimulateConfig, simulate
 from x23d_ros.evaluate import evaluate_folder, score, true_centres
-from x23d_ros.metrics import summarise
+from x23d_ros.metrics import METRICS, summarise
 from x23d_ros.model.unproject import voxel_centres
 from x23d_ros.pipeline import Reconstruction, Reconstructor, VertebraSurface, shot_set_from_case
 
@@ -213,7 +213,7 @@ def main() -> None:
 
 
 def markdown(r: dict) -> str:
-    cols = ("f1", "surface_1mm", "surface_2mm", "assd_mm", "hd95_mm", "centre_err_mm", "missed")
+    cols = (*METRICS, "wrong_level", "missed")
     lines = [
         "# Reconstruction benchmark",
         "",
@@ -223,8 +223,9 @@ def markdown(r: dict) -> str:
         "",
         "## Accuracy vs views (held-out synthetic, mean over L1–L5)",
         "",
-        "`missed`: levels not reconstructed (F1 0); `refused`: cases whose shots were all too",
-        "close in direction to triangulate (every level missed).",
+        "`missed`: levels not reconstructed (F1 0); `wrong_level`: share of the reconstructed",
+        "levels that overlap another vertebra more than their own; `refused`: cases whose shots",
+        "were all too close in direction to triangulate (every level missed).",
         "",
         "| views | " + " | ".join(cols) + " | refused |",
         "|---|" + "---:|" * (len(cols) + 1),

@@ -95,10 +95,11 @@ def test_evaluate_with_the_default_weights_writes_the_json_and_table(tmp_path):
     result = json.loads(out.read_text())
     assert result["cases"] == 2 and result["views"] == 3 and result["domain"] == "synthetic"
     assert set(result["mean"]) >= {"f1", "surface_1mm", "assd_mm", "hd95_mm", "centre_err_mm"}
+    assert 0.0 <= result["mean"]["wrong_level"] <= 1.0
     assert set(result["per_level"]) == {"L1", "L2", "L3", "L4", "L5"}
     assert 0.0 <= result["mean"]["f1"] <= 1.0
     table = out.with_suffix(".md").read_text()
-    assert "| mean |" in table and "| L3 |" in table
+    assert "| mean |" in table and "| L3 |" in table and "| wrong_level |" in table
     assert sorted(p.name for p in figures.iterdir()) == ["case_000.png", "case_001.png"]
     assert result["placement"] == "coarse"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from x23d_ros.metrics import level_metrics, summarise, vertebra_metrics
+from x23d_ros.metrics import level_metrics, summarise, vertebra_metrics, wrong_level
 
 
 def _cube(shape=(30, 30, 30), lo=(10, 10, 10), size=10) -> np.ndarray:
@@ -55,6 +55,25 @@ def test_on_a_grid_coarser_than_both_tolerances_they_score_alike():
     assert fine["surface_1mm"] < fine["surface_2mm"]
     coarse = vertebra_metrics(_ball(15.0), _ball(16.0), 2.1)
     assert coarse["surface_1mm"] == coarse["surface_2mm"] < 1.0
+
+
+def test_a_mask_over_the_next_vertebra_is_the_wrong_level():
+    labels = np.zeros((30, 30, 60), np.int64)
+    labels[10:20, 10:20, 40:50] = 1  # L1
+    labels[10:20, 10:20, 20:30] = 2  # L2
+    own = np.zeros(labels.shape, bool)
+    own[10:20, 10:20, 38:52] = True  # L1 and some background around it
+    assert wrong_level(own, labels, 1) == 0.0
+    slipped = np.zeros(labels.shape, bool)
+    slipped[10:20, 10:20, 25:42] = True  # half of L2, two slices of L1
+    assert wrong_level(slipped, labels, 1) == 1.0
+    assert wrong_level(slipped, labels, 2) == 0.0
+    assert np.isnan(wrong_level(np.zeros(labels.shape, bool), labels, 1))
+    rows = [{"L1": {**vertebra_metrics(own, labels == 1, 1.0), "wrong_level": 0.0}}]
+    rows.append({"L1": {**vertebra_metrics(slipped, labels == 1, 1.0), "wrong_level": 1.0}})
+    assert summarise(rows)["mean"]["wrong_level"] == pytest.approx(0.5)
+    # Rows that do not carry it (training's validation) are summarised without it.
+    assert "wrong_level" not in summarise([{"L1": vertebra_metrics(own, labels == 1, 1.0)}])["mean"]
 
 
 def test_empty_prediction_scores_zero_and_is_counted_as_missed():

@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from x23d_ros.anatomy import LEVELS
 from x23d_ros.data.dataset import ShotDataset
-from x23d_ros.metrics import METRICS, summarise, vertebra_metrics
+from x23d_ros.metrics import METRICS, summarise, vertebra_metrics, wrong_level
 from x23d_ros.pipeline import Reconstruction, Reconstructor, ShotSetError, shot_set_from_case
 from x23d_ros.surface import box_centre, largest_component, mask_surface_mm
 
@@ -70,15 +70,16 @@ def predicted_mask(
 def score(
     recon: Reconstruction, labels: np.ndarray, affine: np.ndarray
 ) -> dict[str, dict[str, float]]:
-    """`vertebra_metrics` per level of the ground truth `labels` (grid `affine`)."""
+    """`vertebra_metrics` and `wrong_level` per level of the ground truth `labels` (grid
+    `affine`)."""
     spacing = np.linalg.norm(affine[:3, :3], axis=0)
     out = {}
     for name, idx in LEVELS.items():
         gt = labels == idx
         if gt.any():
-            out[name] = vertebra_metrics(
-                predicted_mask(recon, name, affine, labels.shape), gt, spacing
-            )
+            pred = predicted_mask(recon, name, affine, labels.shape)
+            out[name] = vertebra_metrics(pred, gt, spacing)
+            out[name]["wrong_level"] = wrong_level(pred, labels, idx)
     return out
 
 
@@ -138,7 +139,7 @@ def evaluate_folder(
 
 
 def markdown(result: dict, title: str) -> str:
-    cols = ("f1", "surface_1mm", "surface_2mm", "assd_mm", "hd95_mm", "centre_err_mm", "missed")
+    cols = (*METRICS, "wrong_level", "missed")
     lines = [
         f"# {title}",
         "",
@@ -269,5 +270,8 @@ def run(args: argparse.Namespace) -> int:
     args.json.write_text(json.dumps(result, indent=1))
     args.json.with_suffix(".md").write_text(markdown(result, title))
     mean = result["mean"]
-    print(", ".join(f"{m} {mean[m]:.3f}" for m in METRICS) + f", missed {mean['missed']}")
+    print(
+        ", ".join(f"{m} {mean[m]:.3f}" for m in (*METRICS, "wrong_level"))
+        + f", missed {mean['missed']}"
+    )
     return 0

@@ -10,6 +10,9 @@ surfaces ∂P and ∂G and d(x, A) the distance from x to the nearest point of A
   = (Σ_{x∈∂P} d(x, ∂G) + Σ_{y∈∂G} d(y, ∂P)) / (|∂P| + |∂G|).
 - hd95_mm: the larger of the two directed 95th-percentile surface distances.
 - centre_err_mm = ‖centroid(P) − centroid(G)‖.
+- wrong_level (`wrong_level`, scored against the whole label volume L): 1 when P overlaps
+  another level's ground truth more than its own, argmax_ℓ |P ∩ {L = ℓ}| ≠ its level, else 0;
+  its mean is the share of reconstructed levels that are the wrong vertebra.
 
 Distances are between voxel centres, so on a grid coarser than τ (the fine stage's 2.1 mm
 grid, in training's validation) every non-zero distance exceeds τ and surface_1mm equals
@@ -66,6 +69,17 @@ def vertebra_metrics(
     }
 
 
+def wrong_level(pred: np.ndarray, labels: np.ndarray, level: int) -> float:
+    """1.0 when the mask `pred` overlaps another level of `labels` (0 background, 1..5
+    L1..L5, same grid) more than `level`, else 0.0; NaN for an empty prediction."""
+    pred = np.asarray(pred, bool)
+    if not pred.any():
+        return float("nan")
+    counts = np.bincount(np.asarray(labels)[pred].ravel(), minlength=len(LEVELS) + 1)[1:]
+    own = counts[level - 1]
+    return float(counts.max() > own)
+
+
 def level_metrics(
     pred_labels: np.ndarray, gt_labels: np.ndarray, spacing_mm
 ) -> dict[str, dict[str, float]]:
@@ -91,7 +105,9 @@ def summarise(per_case: list[dict[str, dict[str, float]]]) -> dict:
 
 def _mean(rows: list[dict[str, float]]) -> dict[str, float]:
     out = {}
-    for m in METRICS:
+    for m in (*METRICS, "wrong_level"):
+        if m not in METRICS and not all(m in r for r in rows):
+            continue  # scored only where the whole label volume is known (x23d evaluate)
         values = np.array([r[m] for r in rows], float)
         out[m] = float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
     out["missed"] = int(sum(np.isnan(r["assd_mm"]) for r in rows))
