@@ -12,7 +12,9 @@ surfaces ∂P and ∂G and d(x, A) the distance from x to the nearest point of A
 - centre_err_mm = ‖centroid(P) − centroid(G)‖.
 - wrong_level (`wrong_level`, scored against the whole label volume L): 1 when P overlaps
   another level's ground truth more than its own, argmax_ℓ |P ∩ {L = ℓ}| ≠ its level, else 0;
-  its mean is the share of reconstructed levels that are the wrong vertebra.
+  its mean is the share of reconstructed levels that are the wrong vertebra. Vertebrae
+  outside L1–L5 (T12, the sacrum) are background in L, so a level slipped onto one of them
+  is not counted here; it scores a low F1 and a large centre error instead.
 
 Distances are between voxel centres, so on a grid coarser than τ (the fine stage's 2.1 mm
 grid, in training's validation) every non-zero distance exceeds τ and surface_1mm equals
