@@ -48,7 +48,6 @@ from x23d_ros.pipeline import (
     Reconstructor,
     resolve_weights,
     shot_set_from_case,
-    spine_frame,
 )
 from x23d_ros.surface import box_centre
 from x23d_ros.train import draw_views
@@ -79,9 +78,7 @@ def coarse_errors(
                     continue  # shots too close in direction: the product refuses them too
                 images, P, T = reconstructor.prepare(shot_set)
                 found = reconstructor.localise(images, P, T, corrected=False)
-                frame = (
-                    spine_frame(found) if reconstructor.placement == "centroid-spine" else np.eye(3)
-                )
+                frame = reconstructor.offset_frame(found)
                 for name, centre in found.items():
                     truth = labels == LEVELS[name]
                     if truth.any():

@@ -36,6 +36,9 @@ from x23d_ros.pipeline import Reconstruction, Reconstructor, ShotSetError, shot_
 from x23d_ros.surface import box_centre, largest_component, mask_surface_mm
 
 log = logging.getLogger(__name__)
+#: Where `evaluate_folder` puts the fine grids: the coarse stage's answer (the product) or the
+#: true boxes (the fine stage alone).
+PLACEMENTS = ("coarse", "truth")
 
 
 def predicted_mask(
@@ -98,7 +101,7 @@ def evaluate_folder(
 ) -> dict:
     """`placement`: "coarse" (the product) or "truth" (the fine grids on the true boxes, to
     score the fine stage alone)."""
-    if placement not in ("coarse", "truth"):
+    if placement not in PLACEMENTS:
         raise ValueError(f"placement must be coarse or truth, not {placement!r}")
     dataset = ShotDataset(data, domain)
     per_case, timings, refused = [], [], 0
@@ -222,7 +225,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument(
         "--placement",
-        choices=("coarse", "truth"),
+        choices=PLACEMENTS,
         default="coarse",
         help="where the fine grids go: the coarse stage's answer (the product) or the true "
         "boxes (scores the fine stage alone)",

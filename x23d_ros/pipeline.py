@@ -233,8 +233,12 @@ class Reconstructor:
                     raw[name] = found.mean(0)
         if not corrected:
             return raw
-        frame = spine_frame(raw) if self.placement == "centroid-spine" else np.eye(3)
+        frame = self.offset_frame(raw)
         return {name: c + frame @ self.centre_offsets[LEVELS[name] - 1] for name, c in raw.items()}
+
+    def offset_frame(self, raw: dict[str, np.ndarray]) -> np.ndarray:
+        """(3, 3): the frame the calibrated offsets are in, for the raw centres `raw`."""
+        return spine_frame(raw) if self.placement == "centroid-spine" else np.eye(3)
 
     def segment(
         self, images: torch.Tensor, P: torch.Tensor, centres: dict[str, np.ndarray]
