@@ -37,7 +37,7 @@ from x23d_ros.anatomy import LEVELS
 from x23d_ros.data.dataset import ShotDataset
 from x23d_ros.data.simulate import SimulateConfig, simulate
 from x23d_ros.evaluate import evaluate_folder, score, true_centres
-from x23d_ros.metrics import METRICS, summarise
+from x23d_ros.metrics import REPORTED, summarise
 from x23d_ros.model.unproject import voxel_centres
 from x23d_ros.pipeline import Reconstruction, Reconstructor, VertebraSurface, shot_set_from_case
 
@@ -213,7 +213,7 @@ def main() -> None:
 
 
 def markdown(r: dict) -> str:
-    cols = (*METRICS, "wrong_level", "missed")
+    cols = (*REPORTED, "missed")
     lines = [
         "# Reconstruction benchmark",
         "",

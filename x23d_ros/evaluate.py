@@ -31,14 +31,14 @@ from tqdm import tqdm
 
 from x23d_ros.anatomy import LEVELS
 from x23d_ros.data.dataset import ShotDataset
-from x23d_ros.metrics import METRICS, summarise, vertebra_metrics, wrong_level
+from x23d_ros.metrics import REPORTED, summarise, vertebra_metrics, wrong_level
 from x23d_ros.pipeline import Reconstruction, Reconstructor, ShotSetError, shot_set_from_case
 from x23d_ros.surface import box_centre, largest_component, mask_surface_mm
 
 log = logging.getLogger(__name__)
 #: Where `evaluate_folder` puts the fine grids: the coarse stage's answer (the product) or the
 #: true boxes (the fine stage alone).
-PLACEMENTS = ("coarse", "truth")
+GRID_SOURCES = ("coarse", "truth")
 
 
 def predicted_mask(
@@ -101,7 +101,7 @@ def evaluate_folder(
 ) -> dict:
     """`placement`: "coarse" (the product) or "truth" (the fine grids on the true boxes, to
     score the fine stage alone)."""
-    if placement not in PLACEMENTS:
+    if placement not in GRID_SOURCES:
         raise ValueError(f"placement must be coarse or truth, not {placement!r}")
     dataset = ShotDataset(data, domain)
     per_case, timings, refused = [], [], 0
@@ -142,7 +142,7 @@ def evaluate_folder(
 
 
 def markdown(result: dict, title: str) -> str:
-    cols = (*METRICS, "wrong_level", "missed")
+    cols = (*REPORTED, "missed")
     lines = [
         f"# {title}",
         "",
@@ -225,7 +225,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument(
         "--placement",
-        choices=PLACEMENTS,
+        choices=GRID_SOURCES,
         default="coarse",
         help="where the fine grids go: the coarse stage's answer (the product) or the true "
         "boxes (scores the fine stage alone)",
@@ -273,8 +273,5 @@ def run(args: argparse.Namespace) -> int:
     args.json.write_text(json.dumps(result, indent=1))
     args.json.with_suffix(".md").write_text(markdown(result, title))
     mean = result["mean"]
-    print(
-        ", ".join(f"{m} {mean[m]:.3f}" for m in (*METRICS, "wrong_level"))
-        + f", missed {mean['missed']}"
-    )
+    print(", ".join(f"{m} {mean[m]:.3f}" for m in REPORTED) + f", missed {mean['missed']}")
     return 0

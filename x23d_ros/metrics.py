@@ -36,6 +36,9 @@ from monai.metrics import (
 from x23d_ros.anatomy import LEVELS
 
 METRICS = ("f1", "surface_1mm", "surface_2mm", "assd_mm", "hd95_mm", "centre_err_mm")
+#: What `x23d evaluate` reports per level: METRICS and `wrong_level` (which needs the whole
+#: label volume, so training's validation rows lack it).
+REPORTED = (*METRICS, "wrong_level")
 
 
 def vertebra_metrics(
@@ -107,7 +110,7 @@ def summarise(per_case: list[dict[str, dict[str, float]]]) -> dict:
 
 def _mean(rows: list[dict[str, float]]) -> dict[str, float]:
     out = {}
-    for m in (*METRICS, "wrong_level"):
+    for m in REPORTED:
         if m not in METRICS and not all(m in r for r in rows):
             continue  # scored only where the whole label volume is known (x23d evaluate)
         values = np.array([r[m] for r in rows], float)

@@ -33,9 +33,9 @@ DEFAULT_WEIGHTS = WEIGHTS_DIR / "default.pt"
 WEIGHTS_FORMAT = 1
 LEVEL_NAMES = list(LEVELS)
 MIN_SHOTS = 2
+MAX_SHOTS = 8
 #: How a level's fine grid is placed from its coarse blob (`Reconstructor.localise`).
 PLACEMENTS = ("box-lps", "centroid-spine")
-MAX_SHOTS = 8
 
 
 class ShotSetError(ValueError):
@@ -143,7 +143,7 @@ class Reconstructor:
     """Load once, reconstruct many times. `device`: "auto" (CUDA when present), "cpu", "cuda".
 
     `refine` runs the fine stage a second time on grids re-centred on what the first pass
-    found; with the shipped weights (calibrated placement) it lowers the held-out F1 by 0.003
+    found; with the shipped weights (calibrated placement) it lowers the held-out F1 by 0.005
     and doubles the fine stage's time (bench/results/model.md), so it is off by default."""
 
     def __init__(
