@@ -157,3 +157,28 @@ def test_the_learning_rate_is_constant_then_decays_to_its_floor():
     assert all(a > b for a, b in itertools.pairwise(tail))
     assert tail[-1] == pytest.approx(1e-5)
     assert learning_rate(TrainConfig(data="", out="", lr=1e-3), 10**6) == 1e-3
+
+
+def test_a_new_run_starts_from_a_smaller_networks_weights_grown(shards, tmp_path):
+    from x23d_ros.train import initial_state
+
+    small = train(_config(shards, tmp_path / "small", 2))
+    trained = torch.load(small / "checkpoint.pt", weights_only=True)["model"]
+    large = _config(shards, tmp_path / "large", 1)
+    large.net = NetConfig(features_2d=4, channels_3d=8, classes=6, image_norm=2.0, levels=3)
+    large.init = str(small / "checkpoint.pt")
+    large.lr = 0.0  # one step that changes nothing: the checkpoint shows where the run started
+    train(large)
+    started = torch.load(tmp_path / "large" / "checkpoint.pt", weights_only=True)["model"]
+    torch.testing.assert_close(
+        started["encoder.stem.0.0.weight"], trained["encoder.stem.0.0.weight"]
+    )
+    assert started["decoder.head.weight"].shape == (6, 8, 1, 1, 1)
+    torch.testing.assert_close(started, initial_state(small / "checkpoint.pt", large))
+    # A weights file works as well: its network of the run's stage.
+    bundle = tmp_path / "w.pt"
+    torch.save({"coarse": {"net": large.net.as_dict(), "state_dict": started}}, bundle)
+    torch.testing.assert_close(initial_state(bundle, large), started)
+    large.stage, large.net = "fine", NetConfig(features_2d=4, channels_3d=8, classes=1)
+    with pytest.raises(ValueError, match="fine stage"):
+        initial_state(bundle, large)

@@ -37,6 +37,7 @@ from x23d_ros.anatomy import LEVELS
 from x23d_ros.data.dataset import ShotDataset
 from x23d_ros.metrics import level_metrics, summarise, vertebra_metrics
 from x23d_ros.model.crops import crop_views
+from x23d_ros.model.grow import grow_state
 from x23d_ros.model.network import NetConfig, X23DNet
 from x23d_ros.model.unproject import voxel_centres
 from x23d_ros.surface import box_centre
@@ -81,6 +82,9 @@ class TrainConfig:
     crop_px: int = 128  # fine stage: crops are resampled to crop_px²
     levels_per_step: int = 2  # fine stage: vertebrae of one case per step
     net: NetConfig = field(default_factory=lambda: default_net("coarse"))
+    # Where a new run starts from (no checkpoint yet): a run's checkpoint.pt, or a weights
+    # file (its network of this stage); grown to `net` if that is larger (`model.grow`).
+    init: str | None = None
 
     def __post_init__(self) -> None:
         if self.stage not in STAGES:
@@ -317,6 +321,9 @@ def train(cfg: TrainConfig) -> Path:
         if len(rngs) == world:
             rng.bit_generator.state = json.loads(rngs[rank])
         log.info("resuming %s at step %d", out, step)
+    elif cfg.init:
+        model.load_state_dict(initial_state(Path(cfg.init), cfg))
+        log.info("starting %s from %s", out, cfg.init)
     net = model
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(
@@ -379,6 +386,22 @@ def train(cfg: TrainConfig) -> Path:
 
         dist.barrier()
     return out
+
+
+def initial_state(path: Path, cfg: TrainConfig) -> dict[str, torch.Tensor]:
+    """The weights a new run of `cfg` starts from: those at `path` (a run's checkpoint.pt, or a
+    weights file's network of `cfg.stage`), grown to `cfg.net` when they are smaller."""
+    source = torch.load(path, map_location="cpu", weights_only=True)
+    if "model" in source:
+        state, net = source["model"], source["net"]
+    elif cfg.stage in source:
+        state, net = source[cfg.stage]["state_dict"], source[cfg.stage]["net"]
+    else:
+        raise ValueError(f"{path} is neither a checkpoint nor weights with a {cfg.stage} stage")
+    old = NetConfig(**net)
+    if old == cfg.net:
+        return state
+    return grow_state(state, old, cfg.net, torch.Generator().manual_seed(cfg.seed))
 
 
 def _save(path: Path, model, optimiser, step: int, rngs: list[str]) -> None:
