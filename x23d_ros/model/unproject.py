@@ -52,6 +52,9 @@ def unproject(
     # align_corners=True: −1 and +1 are the centres of the first and last pixels.
     norm = torch.stack([2 * uv[..., 0] / (w - 1) - 1, 2 * uv[..., 1] / (h - 1) - 1], dim=-1)
     mask = (depth > 0) & (norm.abs() <= 1).all(-1)
+    # Unseen voxels sample two image widths outside, where the zero padding gives exactly 0:
+    # cheaper than multiplying every channel by the mask.
+    norm = torch.where(mask[..., None], norm, torch.full_like(norm, -3.0))
     sampled = F.grid_sample(
         features.reshape(b * v, c, h, w),
         norm.reshape(b * v, 1, -1, 2).to(features.dtype),
@@ -59,16 +62,19 @@ def unproject(
         padding_mode="zeros",
         align_corners=True,
     )  # (B·V, C, 1, N)
-    values = sampled.reshape(b, v, c, *grid_shape) * mask.reshape(b, v, 1, *grid_shape)
+    values = sampled.reshape(b, v, c, *grid_shape)
     return values, mask.reshape(b, v, 1, *grid_shape).to(features.dtype)
 
 
 def fuse(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Masked mean and variance over the views (dim 1), and the share of views that see each
-    voxel: (B, 2C + 1, X, Y, Z). Symmetric in the views, so their order and number (2–8)
+    """`values` and `mask` as `unproject` returns them (values 0 where the mask is 0): masked
+    mean and variance over the views (dim 1), and the share of views that see each voxel:
+    (B, 2C + 1, X, Y, Z). Symmetric in the views, so their order and number (2–8)
     do not matter to the network."""
     count = mask.sum(dim=1)  # (B, 1, X, Y, Z)
     safe = count.clamp(min=1.0)
+    # `values` are 0 where the mask is, so the masked sums are plain sums; one pass over the
+    # views: variance = E[v²] − E[v]².
     mean = values.sum(dim=1) / safe
-    variance = (mask * (values - mean[:, None]) ** 2).sum(dim=1) / safe
+    variance = ((values * values).sum(dim=1) / safe - mean * mean).clamp(min=0.0)
     return torch.cat([mean, variance, count / values.shape[1]], dim=1)
