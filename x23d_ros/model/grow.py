@@ -65,7 +65,7 @@ def grow_state(
             grown = grown.index_select(dim, torch.arange(n_new) // r)
             if value.ndim > 1 and dim == (0 if name in transposed else 1):
                 grown = grown / r  # the copies' inputs are summed by the next layer
-        if grown.shape != value.shape and grown.is_floating_point() and grown.ndim > 1:
+        if grown.shape != value.shape and grown.ndim > 1:
             grown = grown + noise * value.float().std() * torch.randn(
                 grown.shape, generator=generator
             )
