@@ -7,7 +7,7 @@ import pytest
 from scipy import ndimage
 
 from x23d_ros.anatomy import LEVELS
-from x23d_ros.anatomy.procedural import generate
+from x23d_ros.anatomy.procedural import SpineParams, generate
 
 
 @pytest.fixture(scope="module")
@@ -58,3 +58,23 @@ def test_forty_seeds_all_make_a_complete_spine():
     for seed in range(40):
         spine = generate(1000 + seed, spacing_mm=5.0)
         assert spine.present_levels == ["L1", "L2", "L3", "L4", "L5"], seed
+
+
+def _bone_top_above_l1_mm(spine) -> float:
+    """How far above L1's centre (mm, along z) the highest bone voxel of the column lies."""
+    column = spine.hu > 300
+    k = np.nonzero(column.any(axis=(0, 1)))[0].max()
+    return float(spine.affine[2, 2] * k + spine.affine[2, 3] - spine.centres_mm()["L1"][2])
+
+
+def test_the_thoracic_spine_goes_on_above_l1_unlabelled(spine):
+    # T12, T11 and T10 (≈ 25–35 mm each, with discs) are bone above L1 but no level's label.
+    assert _bone_top_above_l1_mm(spine) > 90.0
+    above = spine.centres_mm()["L1"][2] + 25.0
+    k0 = int(np.ceil((above - spine.affine[2, 3]) / spine.affine[2, 2]))
+    assert (spine.hu[:, :, k0:] > 300).sum() > 1000
+    assert not spine.labels[:, :, k0:].any()
+    only_t12 = generate(3, spacing_mm=2.0, params=SpineParams(thoracic_levels=1))
+    assert _bone_top_above_l1_mm(only_t12) < _bone_top_above_l1_mm(spine) - 50.0
+    with pytest.raises(ValueError, match="thoracic_levels"):
+        generate(3, spacing_mm=5.0, params=SpineParams(thoracic_levels=9))

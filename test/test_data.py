@@ -9,7 +9,7 @@ from x23d_ros import geometry as g
 from x23d_ros.data.dataset import ShotDataset
 from x23d_ros.data.preview import contact_sheet, outlines
 from x23d_ros.data.shards import read_case
-from x23d_ros.data.simulate import SimulateConfig, simulate
+from x23d_ros.data.simulate import SimulateConfig, shot_centre, simulate
 
 SMALL = dict(cases=2, views=2, image_size=48, spacing_mm=2.5, cases_per_shard=1)
 
@@ -66,3 +66,17 @@ def test_every_level_projects_into_the_image(shards):
 def test_contact_sheet_is_drawn(shards, tmp_path):
     png = contact_sheet(shards[0], tmp_path / "sheet.png")
     assert png.stat().st_size > 10_000
+
+
+def test_shots_centre_on_the_spine_or_on_a_random_point_along_it():
+    centres = {"L1": np.array([0.0, 0, 140]), "L3": np.array([0.0, 10, 70]), "L5": np.zeros(3)}
+    rng = np.random.default_rng(0)
+    np.testing.assert_allclose(shot_centre(centres, "spine", rng), [0, 10 / 3, 70])
+    drawn = np.array([shot_centre(centres, "level", rng) for _ in range(400)])
+    # On the polyline L1 → L3 → L5: x stays 0, y follows z piecewise linearly.
+    np.testing.assert_allclose(drawn[:, 0], 0.0)
+    np.testing.assert_allclose(drawn[:, 1], 10.0 - np.abs(drawn[:, 2] - 70.0) / 7.0, atol=1e-9)
+    assert drawn[:, 2].min() < 15.0 and drawn[:, 2].max() > 125.0  # it reaches both ends
+    assert 0.4 < (drawn[:, 2] > 70.0).mean() < 0.6  # uniform along the length
+    with pytest.raises(ValueError, match="centring"):
+        shot_centre(centres, "pelvis", rng)

@@ -53,7 +53,10 @@ def draw_body(rng: np.random.Generator, build: float, frames: dict) -> BodyShape
     back = rng.uniform(15.0, 45.0) + fat  # skin to the spinous tips
     centre_y = back_of_spine + back - half_depth
     z_lo = frames["S1"][1][2] - 95.0
-    z_hi = frames["L1"][1][2] + 62.0
+    z_abdomen = frames["L1"][1][2] + 62.0  # gas stays below the diaphragm's reach
+    # The trunk goes on above the thoracic vertebrae the spine has (T12, T11, ...).
+    thoracic = [frames[n][1][2] for n in ("T12", "T11", "T10", "T9") if n in frames]
+    z_hi = max([z_abdomen] + [z + 45.0 for z in thoracic])
     body = BodyShape(
         half_width=half_width,
         half_depth=half_depth,
@@ -70,7 +73,7 @@ def draw_body(rng: np.random.Generator, build: float, frames: dict) -> BodyShape
             [
                 rng.uniform(-0.6, 0.6) * half_width,
                 rng.uniform(gas_front, gas_back),
-                rng.uniform(z_lo, z_hi),
+                rng.uniform(z_lo, z_abdomen),
             ]
         )
         body.gas.append((centre, rng.uniform(6.0, 28.0, size=3)))

@@ -1,8 +1,10 @@
-"""The procedural lumbar spine: T12 to the sacrum inside a soft-tissue body, as a CT volume.
+"""The procedural lumbar spine: T10 to the sacrum inside a soft-tissue body, as a CT volume.
 
-`generate(seed)` returns an `Anatomy` whose L1–L5 are labelled 1–5. T12 with its 12th ribs,
-the sacrum and the iliac wings are bone in the HU volume but labelled 0: they are the
-neighbours that a real X-ray shows and that the network must tell apart from L1 and L5.
+`generate(seed)` returns an `Anatomy` whose L1–L5 are labelled 1–5. The lower thoracic
+vertebrae (T12, T11, T10 by default) with their ribs, the sacrum and the iliac wings are bone
+in the HU volume but labelled 0: they are the neighbours that a real X-ray shows and that the
+network must tell apart from L1 and L5. The thoracic spine continues above L1, as in a patient,
+so the end of the bone column is no cue to the levels: the ribs and the sacrum are.
 
 Random variables (all in `SpineParams`): build, per-level morphometry (`morphometry`),
 lumbar lordosis and sacral slope, mild scoliosis and axial rotation, disc degeneration and
@@ -22,7 +24,7 @@ from x23d_ros.anatomy.morphometry import LUMBAR, LevelShape, sample_levels
 from x23d_ros.anatomy.vertebra import VertebraShape, draw_details, vertebra_sdf
 from x23d_ros.geometry import rotation_matrix
 
-GENERATOR_VERSION = "procedural-1"
+GENERATOR_VERSION = "procedural-2"
 
 # Share of the disc part of the lordosis per segment, L1L2..L5S1 (estimate: caudal-heavy).
 _LORDOSIS_SHARE = np.array([0.10, 0.15, 0.20, 0.25, 0.30])
@@ -44,6 +46,8 @@ class SpineParams:
     cortical_hu: tuple[float, float] = (900.0, 1500.0)
     cortical_mm: tuple[float, float] = (1.0, 1.6)
     margin_mm: float = 10.0
+    thoracic_levels: int = 3  # T12, T11, T10: enough that the column's top is out of view
+    thoracic_kyphosis_deg: tuple[float, float] = (0.0, 4.0)  # per segment, estimate
 
 
 @dataclass
@@ -93,13 +97,42 @@ def _chain(levels: list[LevelShape], rng: np.random.Generator, p: SpineParams) -
     return frames, discs
 
 
-def _t12_shape(l1: LevelShape) -> LevelShape:
-    """T12 resembles a small L1 with short transverse processes (it carries the 12th ribs)."""
-    scaled = {k: v * 0.95 if isinstance(v, float) else v for k, v in asdict(l1).items()}
-    scaled.update(
-        name="T12", transverse_span=0.7 * l1.transverse_span, disc_below=0.85 * l1.disc_below
-    )
-    return LevelShape(**scaled)
+# Per thoracic level above L1 (T12, T11, T10, ...): size relative to L1, transverse
+# processes relative to L1's, and rib length relative to the 12th rib. Estimates: vertebral
+# size decreases cranially; the lower ribs lengthen cranially (ribs 8–12 shorten
+# progressively, embodi3d "Left ribs CT scan" description); 11 and 12 are floating ribs.
+_THORACIC = (
+    ("T12", 0.95, 0.70, 1.0),
+    ("T11", 0.91, 0.75, 1.3),
+    ("T10", 0.87, 0.80, 1.6),
+    ("T9", 0.84, 0.85, 1.8),
+)
+
+
+def _thoracic(levels: list[LevelShape], frames: dict, rng, p: SpineParams) -> list[tuple]:
+    """The thoracic vertebrae above L1, stacked up from L1's upper endplate with a mild
+    kyphosis: [(shape, R, centre, rib length factor)]; adds each to `frames`."""
+    if not 0 <= p.thoracic_levels <= len(_THORACIC):
+        raise ValueError(f"thoracic_levels must be 0..{len(_THORACIC)}, not {p.thoracic_levels}")
+    l1 = levels[0]
+    R, top = frames["T12_base"]
+    out = []
+    ex = np.eye(3)[0]
+    for name, size, transverse, rib in _THORACIC[: p.thoracic_levels]:
+        scaled = {k: v * size if isinstance(v, float) else v for k, v in asdict(l1).items()}
+        scaled.update(
+            name=name,
+            transverse_span=transverse * l1.transverse_span,
+            disc_below=0.85 * size * l1.disc_below,
+            cancellous_hu=l1.cancellous_hu,
+        )
+        shape = LevelShape(**scaled)
+        R = R @ rotation_matrix(ex, np.radians(rng.uniform(*p.thoracic_kyphosis_deg)))
+        centre = top + R @ np.array([0, 0, shape.disc_below + shape.height / 2])
+        frames[name] = (R.copy(), centre, shape.disc_below)
+        out.append((shape, R.copy(), centre, rib))
+        top = centre + R @ np.array([0, 0, shape.height / 2])
+    return out
 
 
 def _sacrum_sdf(l5: LevelShape):
@@ -121,15 +154,19 @@ def _sacrum_sdf(l5: LevelShape):
     return fn
 
 
-def _rib_sdf(t12: LevelShape):
+def _rib_sdf(level: LevelShape, length: float = 1.0):
+    """A rib pair from the level's transverse processes, outwards, forwards and downwards;
+    `length` scales the 12th rib's shape (the longer ribs above sweep further forwards)."""
+
     def fn(q: np.ndarray) -> np.ndarray:
         d = np.full(q.shape[:-1], 1e3)
         for side in (-1.0, 1.0):
             tip = np.array(
-                [side * t12.transverse_span / 2, t12.depth / 2 + t12.canal_depth + 4, 4.0]
+                [side * level.transverse_span / 2, level.depth / 2 + level.canal_depth + 4, 4.0]
             )
-            mid = tip + np.array([side * 38.0, -6.0, -26.0])
-            end = mid + np.array([side * 22.0, -30.0, -34.0])
+            lateral = side * np.sqrt(length)  # the longer ribs curve forwards, inside the body
+            mid = tip + np.array([38.0 * lateral, -6.0 * length, -26.0])
+            end = mid + np.array([22.0 * lateral, -30.0 * length**1.5, -34.0])
             d = np.minimum(d, sdf.capsule(q, tip, mid, np.array([4.5, 4.0])))
             d = np.minimum(d, sdf.capsule(q, mid, end, np.array([4.0, 3.0])))
         return d
@@ -153,7 +190,7 @@ def _ilium_sdf(half_width: float, crest_z: float):
     return fn
 
 
-def _bones(levels, frames, rng, p: SpineParams, body: BodyShape) -> list[_Bone]:
+def _bones(levels, thoracic, frames, rng, p: SpineParams, body: BodyShape) -> list[_Bone]:
     degeneration = rng.uniform(*p.degeneration)
     bones = []
     for s in levels:
@@ -171,34 +208,32 @@ def _bones(levels, frames, rng, p: SpineParams, body: BodyShape) -> list[_Bone]:
                 s.cancellous_hu,
             )
         )
-    R, top = frames["T12_base"]
-    t12 = _t12_shape(levels[0])
-    centre = top + R @ np.array([0, 0, t12.disc_below + t12.height / 2])
-    v = draw_details(t12, rng, degeneration)
-    bones.append(
-        _Bone(
-            "T12",
-            0,
-            R,
-            centre,
-            v.half_extent,
-            v.centre_offset,
-            lambda q, v=v: vertebra_sdf(q, v),
-            levels[0].cancellous_hu,
+    for shape, R, centre, rib in thoracic:
+        v = draw_details(shape, rng, degeneration)
+        bones.append(
+            _Bone(
+                shape.name,
+                0,
+                R,
+                centre,
+                v.half_extent,
+                v.centre_offset,
+                lambda q, v=v: vertebra_sdf(q, v),
+                shape.cancellous_hu,
+            )
         )
-    )
-    bones.append(
-        _Bone(
-            "ribs12",
-            0,
-            R,
-            centre,
-            np.array([110.0, 60, 80]),
-            np.array([0, 0.0, -30]),
-            _rib_sdf(t12),
-            250.0,
+        bones.append(
+            _Bone(
+                f"ribs_{shape.name}",
+                0,
+                R,
+                centre,
+                np.array([55.0 + 60.0 * np.sqrt(rib), 45.0 + 30.0 * rib**1.5, 80.0]),
+                np.array([0, 0.0, -30]),
+                _rib_sdf(shape, rib),
+                250.0,
+            )
         )
-    )
     R_s, top_s = frames["S1"]
     bones.append(
         _Bone(
@@ -242,8 +277,9 @@ def generate(seed: int, spacing_mm: float = 1.0, params: SpineParams | None = No
                 **{**asdict(s), "disc_below": s.disc_below * rng.uniform(*p.disc_collapse)}
             )
     frames, discs = _chain(levels, rng, p)
+    thoracic = _thoracic(levels, frames, rng, p)
     body = draw_body(rng, build, frames)
-    bones = _bones(levels, frames, rng, p, body)
+    bones = _bones(levels, thoracic, frames, rng, p, body)
 
     lo, hi = body.bounds_mm(frames, margin=p.margin_mm)
     shape = np.ceil((hi - lo) / spacing_mm).astype(int) + 1

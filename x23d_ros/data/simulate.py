@@ -48,6 +48,7 @@ class SimulateConfig:
     labels: Path | None = None
     cases_per_shard: int = 8
     configuration: str = "random"
+    centring: str = "spine"
     distortion: bool = True
     render: RenderParams = field(default_factory=RenderParams)
 
@@ -70,13 +71,39 @@ def _anatomy(config: SimulateConfig, rng: np.random.Generator) -> Anatomy:
     return _CT_CACHE[key]
 
 
+#: Where a case's shots are centred: "spine", the mean of the labelled levels' centres (the
+#: whole lumbar spine in view, as in X23D's data); "level", a point drawn uniformly along the
+#: line through the levels' centres, from the first to the last (a surgeon centres the shots
+#: on the level operated on, and the images may miss the sacrum or the 12th ribs).
+CENTRINGS = ("spine", "level")
+
+
+def shot_centre(
+    centres: dict[str, np.ndarray], centring: str, rng: np.random.Generator
+) -> np.ndarray:
+    """The point (3,) mm a case's shots are centred on (see `CENTRINGS`)."""
+    points = np.array(list(centres.values()), float)
+    if centring == "spine":
+        return points.mean(axis=0)
+    if centring != "level":
+        raise ValueError(f"centring must be one of {CENTRINGS}, not {centring!r}")
+    if len(points) == 1:
+        return points[0]
+    lengths = np.linalg.norm(np.diff(points, axis=0), axis=1)
+    at = rng.uniform(0.0, lengths.sum())
+    i = min(int(np.searchsorted(np.cumsum(lengths), at)), len(lengths) - 1)
+    t = (at - lengths[:i].sum()) / max(lengths[i], 1e-9)
+    return points[i] + t * (points[i + 1] - points[i])
+
+
 def simulate_case(index: int, config: SimulateConfig) -> tuple[Case, list[dict], list[dict]]:
     """Case `index` of the run: anatomy, poses, both domains' images."""
     rng = np.random.default_rng([config.seed, index])
     anatomy = _anatomy(config, rng)
     centres = anatomy.centres_mm()
-    centre = np.mean(list(centres.values()), axis=0)
-    poses = sample_views(config.views, centre, rng, config.configuration)
+    poses = sample_views(
+        config.views, shot_centre(centres, config.centring, rng), rng, config.configuration
+    )
     K = np.stack([p.intrinsics(config.image_size) for p in poses])
     T = np.stack([p.T_ref_source for p in poses])
     pixel_mm = np.array([p.detector_mm / config.image_size for p in poses])
@@ -101,6 +128,7 @@ def simulate_case(index: int, config: SimulateConfig) -> tuple[Case, list[dict],
             "generator": GENERATOR_VERSION if config.source == "procedural" else "ct",
             "image_size": config.image_size,
             "spacing_mm": config.spacing_mm,
+            "centring": config.centring,
         },
     )
     return case, [e.as_dict() for e in shots.effects], shots.instruments
@@ -179,6 +207,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--configuration", default="random", choices=("random", *sorted(CONFIGURATIONS))
     )
+    parser.add_argument(
+        "--centring",
+        default="spine",
+        choices=CENTRINGS,
+        help="spine: shots centred on the lumbar spine; level: on a random point along it",
+    )
     parser.add_argument("--no-distortion", action="store_true", help="no image-intensifier warp")
     parser.add_argument("--preview", type=Path, help="draw the first case's shots into this PNG")
 
@@ -196,6 +230,7 @@ def run(args: argparse.Namespace) -> int:
         labels=args.labels,
         cases_per_shard=args.cases_per_shard,
         configuration=args.configuration,
+        centring=args.centring,
         distortion=not args.no_distortion,
     )
     paths = simulate(config, workers=args.workers)
