@@ -190,38 +190,29 @@ def _ilium_sdf(half_width: float, crest_z: float):
     return fn
 
 
+def _vertebra(shape: LevelShape, label: int, R, centre, rng, degeneration: float) -> _Bone:
+    """A vertebra of `shape` (its details drawn from `rng`) at `centre` with axes `R`."""
+    v = draw_details(shape, rng, degeneration)
+    return _Bone(
+        shape.name,
+        label,
+        R,
+        centre,
+        v.half_extent,
+        v.centre_offset,
+        lambda q: vertebra_sdf(q, v),
+        shape.cancellous_hu,
+    )
+
+
 def _bones(levels, thoracic, frames, rng, p: SpineParams, body: BodyShape) -> list[_Bone]:
     degeneration = rng.uniform(*p.degeneration)
     bones = []
     for s in levels:
         R, centre, _ = frames[s.name]
-        v = draw_details(s, rng, degeneration)
-        bones.append(
-            _Bone(
-                s.name,
-                LEVELS[s.name],
-                R,
-                centre,
-                v.half_extent,
-                v.centre_offset,
-                lambda q, v=v: vertebra_sdf(q, v),
-                s.cancellous_hu,
-            )
-        )
+        bones.append(_vertebra(s, LEVELS[s.name], R, centre, rng, degeneration))
     for shape, R, centre, rib in thoracic:
-        v = draw_details(shape, rng, degeneration)
-        bones.append(
-            _Bone(
-                shape.name,
-                0,
-                R,
-                centre,
-                v.half_extent,
-                v.centre_offset,
-                lambda q, v=v: vertebra_sdf(q, v),
-                shape.cancellous_hu,
-            )
-        )
+        bones.append(_vertebra(shape, 0, R, centre, rng, degeneration))
         bones.append(
             _Bone(
                 f"ribs_{shape.name}",
