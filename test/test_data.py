@@ -34,6 +34,24 @@ def test_a_rerun_makes_only_missing_shards(shards):
     assert shards[1].exists()
 
 
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"seed": 6}, "seed"),
+        ({"image_size": 64}, "image_size"),
+        ({"centring": "level"}, "centring"),
+    ],
+)
+def test_a_rerun_with_other_arguments_refuses_to_mix_its_shards_in(shards, change, named):
+    # Shard 1 missing: the rerun would make it, with data of another run beside shard 0's.
+    shards[1].unlink()
+    with pytest.raises(ValueError, match=f"{named} .*asked: {change[named]!r}"):
+        simulate(SimulateConfig(out=shards[0].parent, **({"seed": 5} | SMALL | change)))
+    assert not shards[1].exists()
+    simulate(SimulateConfig(out=shards[0].parent, seed=5, **SMALL))
+    assert shards[1].exists()
+
+
 def test_dataset_returns_both_domains_with_matching_geometry(shards):
     synthetic = ShotDataset(shards[0].parent, "synthetic")
     realistic = ShotDataset(shards[0].parent, "realistic", views=[1, 0])

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
 
+import h5py
 import numpy as np
 import torch
 from tqdm import tqdm
@@ -154,6 +155,39 @@ def write_shard(shard: int, config: SimulateConfig) -> Path:
     return path
 
 
+def run_attrs(config: SimulateConfig) -> dict:
+    """What every case of the run `config` records that must match for a resumed run."""
+    ct = config.source == "ct"
+    return {
+        "seed": config.seed,
+        "generator": "ct" if ct else GENERATOR_VERSION,
+        "source": f"ct:{Path(config.ct).name}" if ct else "procedural",
+        "image_size": config.image_size,
+        "spacing_mm": config.spacing_mm,
+        "centring": config.centring,
+        "views": config.views,
+    }
+
+
+def check_resumable(shard: Path, config: SimulateConfig) -> None:
+    """Refuse to add shards to a folder whose existing shards another run made (other seed,
+    generator, image size, ...): a mixed folder would train or score on data nobody asked for.
+    Shards from before `centring` was recorded were centred on the spine."""
+    want = run_attrs(config)
+    with h5py.File(shard, "r") as h5:
+        first = h5[sorted(h5.keys())[0]]
+        have = {k: first.attrs.get(k) for k in want} | {"views": first["synthetic"].shape[0]}
+        if have["centring"] is None:
+            have["centring"] = "spine"
+    differ = {k: (have[k], v) for k, v in want.items() if have[k] != v}
+    if differ:
+        what = ", ".join(f"{k} {a!r} (asked: {b!r})" for k, (a, b) in differ.items())
+        raise ValueError(
+            f"{shard.parent} holds shards of another run: {what}. "
+            "Give a new --out, or delete those shards to make them anew."
+        )
+
+
 def _worker_init(threads: int) -> None:
     torch.set_num_threads(threads)
 
@@ -169,6 +203,9 @@ def simulate(config: SimulateConfig, workers: int = 1) -> list[Path]:
     config.out.mkdir(parents=True, exist_ok=True)
     n_shards = -(-config.cases // config.cases_per_shard)
     todo = [s for s in range(n_shards) if not shard_path(config.out, s).exists()]
+    done = [s for s in range(n_shards) if s not in todo]
+    if done:
+        check_resumable(shard_path(config.out, done[0]), config)
     if len(todo) < n_shards:
         log.info(
             "%d of %d shards exist already; making the other %d",

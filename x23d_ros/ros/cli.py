@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import tempfile
 import time
@@ -105,6 +106,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     print(f"x23d_ros {__version__} demo")
     ok = _check_transport(1024, "mono16")
     out = Path(args.out)
+    # The demo renders its case anew: shards left by an earlier version would be refused.
+    shutil.rmtree(out / "shards", ignore_errors=True)
     config = SimulateConfig(out=out / "shards", cases=1, views=4, seed=args.seed, cases_per_shard=1)
     start = time.perf_counter()
     shard = simulate(config)[0]
