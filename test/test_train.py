@@ -5,12 +5,13 @@ from __future__ import annotations
 import itertools
 import json
 
+import numpy as np
 import pytest
 import torch
 
 from x23d_ros.data.simulate import SimulateConfig, simulate
 from x23d_ros.model.network import NetConfig
-from x23d_ros.train import TrainConfig, train
+from x23d_ros.train import TrainConfig, centre_offset, train
 
 
 @pytest.fixture(scope="module")
@@ -182,3 +183,18 @@ def test_a_new_run_starts_from_a_smaller_networks_weights_grown(shards, tmp_path
     large.stage, large.net = "fine", NetConfig(features_2d=4, channels_3d=8, classes=1)
     with pytest.raises(ValueError, match="fine stage"):
         initial_state(bundle, large)
+
+
+def test_the_wide_centre_jitter_gives_heavier_tails_and_leaves_the_default_stream_alone():
+    narrow = TrainConfig(data="d", out="o", centre_jitter_mm=4.0)
+    wide = {"centre_jitter_wide_mm": 10.0, "centre_jitter_wide_p": 0.3}
+    mixed = TrainConfig(data="d", out="o", centre_jitter_mm=4.0, **wide)
+    n = 20000
+    a = np.array([centre_offset(narrow, np.random.default_rng(i)) for i in range(n)])
+    b = np.array([centre_offset(mixed, np.random.default_rng(i)) for i in range(n)])
+    # Without a wide draw the jitter is the plain normal draw (resumed runs stay bit for bit).
+    assert np.array_equal(a[0], np.random.default_rng(0).normal(0.0, 4.0, 3))
+    assert a.std() == pytest.approx(4.0, rel=0.03)
+    # The mixture's variance is 0.7·4² + 0.3·10², and a 20 mm offset is common only with it.
+    assert b.std() == pytest.approx(np.sqrt(0.7 * 16 + 0.3 * 100), rel=0.03)
+    assert (np.abs(a) > 20).mean() < 1e-4 < 0.003 < (np.abs(b) > 20).mean()

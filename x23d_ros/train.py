@@ -70,6 +70,12 @@ class TrainConfig:
     spacing_mm: float = 4.0
     views: tuple[int, int] = (2, 4)  # shots drawn per step, inclusive
     centre_jitter_mm: float = 10.0
+    # With probability `centre_jitter_wide_p`, a grid's centre is jittered by
+    # `centre_jitter_wide_mm` (sd per axis) instead: heavier tails, so that the network finds
+    # the vertebra in the images rather than trusting the grid's centre (a vertebra whose
+    # proportions differ from the training population otherwise lands where the grid puts it).
+    centre_jitter_wide_mm: float = 0.0
+    centre_jitter_wide_p: float = 0.0
     pose_jitter_deg: float = 0.5
     pose_jitter_mm: float = 1.0
     intensity_gain: tuple[float, float] = (0.8, 1.25)
@@ -166,6 +172,13 @@ def _pick_views(
     return images, P, T
 
 
+def centre_offset(cfg: TrainConfig, rng: np.random.Generator) -> np.ndarray:
+    """The training jitter (3,) mm of a grid's centre: normal with sd `centre_jitter_mm`, or
+    `centre_jitter_wide_mm` with probability `centre_jitter_wide_p`."""
+    wide = cfg.centre_jitter_wide_p > 0 and rng.random() < cfg.centre_jitter_wide_p
+    return rng.normal(0.0, cfg.centre_jitter_wide_mm if wide else cfg.centre_jitter_mm, 3)
+
+
 def make_batch(
     item: dict, cfg: TrainConfig, rng: np.random.Generator, train: bool
 ) -> dict[str, torch.Tensor]:
@@ -177,7 +190,7 @@ def make_batch(
         return _fine_batch(item, cfg, rng, train, images, P)
     centre = geometry.isocentre_of_poses(T)
     if train:
-        centre = centre + rng.normal(0.0, cfg.centre_jitter_mm, 3)
+        centre = centre + centre_offset(cfg, rng)
     points = voxel_centres(torch.tensor(centre)[None], cfg.grid, cfg.spacing_mm)
     target = grid_labels(item["labels"].numpy(), item["affine"].numpy(), points[0].numpy())
     return {
@@ -206,7 +219,7 @@ def _fine_batch(
     for i in present:
         centre = box_centre(labels == i + 1, affine)
         if train:
-            centre = centre + rng.normal(0.0, cfg.centre_jitter_mm, 3)
+            centre = centre + centre_offset(cfg, rng)
         centre_t = torch.tensor(centre, dtype=torch.float64)
         crops, P_crop = crop_views(images.double(), P_t, centre_t, cfg.crop_mm, cfg.crop_px)
         points = voxel_centres(centre_t[None], cfg.grid, cfg.spacing_mm)
