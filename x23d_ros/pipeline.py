@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from x23d_ros import geometry, surface
+from x23d_ros import geometry, levels, surface
 from x23d_ros.anatomy import LEVELS
 from x23d_ros.model.crops import crop_views
 from x23d_ros.model.network import NetConfig, X23DNet
@@ -211,26 +211,25 @@ class Reconstructor:
         self, images: torch.Tensor, P: torch.Tensor, T: np.ndarray, corrected: bool = True
     ) -> dict[str, np.ndarray]:
         """Centres (3,) mm of the levels the coarse stage finds. Raw (`corrected` False): a
-        point of each level's largest blob, its box centre or its centroid as `placement`
-        says. Corrected: plus the level's calibrated offset, in the reference frame
-        ("box-lps") or in the spine's frame through the raw centres ("centroid-spine")."""
+        point of one blob per level, its box centre or its centroid as `placement` says; the
+        blobs are the heaviest choice that stacks like a spine (`levels.chain`). Corrected:
+        plus the level's calibrated offset, in the reference frame ("box-lps") or in the
+        spine's frame through the raw centres ("centroid-spine")."""
         cfg = self.coarse_cfg
         centre = torch.tensor(
             geometry.isocentre_of_poses(T), dtype=torch.float32, device=self.device
         )
         points = voxel_centres(centre[None], cfg["grid"], cfg["spacing_mm"])
-        logits = self.coarse(images[None], P[None], points)
-        labels = logits.argmax(1)[0].cpu().numpy()
+        logits = self.coarse(images[None], P[None], points).detach()
+        prob = logits.float().softmax(1)[0].cpu().numpy()
+        labels = prob.argmax(0)
         pts = points[0].cpu().numpy()
-        raw = {}
-        for name, idx in LEVELS.items():
-            blob = surface.largest_component(labels == idx)
-            if blob.sum() >= cfg.get("min_voxels", 8):
-                found = pts[blob]
-                if self.placement == "box-lps":
-                    raw[name] = (found.min(0) + found.max(0)) / 2
-                else:
-                    raw[name] = found.mean(0)
+        where = "box" if self.placement == "box-lps" else "centroid"
+        candidates = {
+            name: levels.blobs(labels, prob[idx], pts, idx, cfg.get("min_voxels", 8), where)
+            for name, idx in LEVELS.items()
+        }
+        raw = levels.chain(candidates, LEVEL_NAMES)
         if not corrected:
             return raw
         frame = self.offset_frame(raw)
