@@ -54,9 +54,9 @@ def draw_body(rng: np.random.Generator, build: float, frames: dict) -> BodyShape
     centre_y = back_of_spine + back - half_depth
     z_lo = frames["S1"][1][2] - 95.0
     z_abdomen = frames["L1"][1][2] + 62.0  # gas stays below the diaphragm's reach
-    # The trunk goes on above the thoracic vertebrae the spine has (T12, T11, ...).
-    thoracic = [frames[n][1][2] for n in ("T12", "T11", "T10", "T9") if n in frames]
-    z_hi = max([z_abdomen] + [z + 45.0 for z in thoracic])
+    # The trunk goes on 45 mm above the highest vertebra the spine has (T12, T11, ... when
+    # the generator draws them above L1).
+    z_hi = max(z_abdomen, max(frame[1][2] for frame in frames.values()) + 45.0)
     body = BodyShape(
         half_width=half_width,
         half_depth=half_depth,

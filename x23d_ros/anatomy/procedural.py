@@ -93,7 +93,7 @@ def _chain(levels: list[LevelShape], rng: np.random.Generator, p: SpineParams) -
         frames[s.name] = (R_local @ twist, centre, disc)
         R = R @ rotation_matrix(ex, -wedge)
         top = centre + R @ (ez * s.height / 2)
-    frames["T12_base"] = (R, top)
+    frames["L1_top"] = (R, top)
     return frames, discs
 
 
@@ -115,7 +115,7 @@ def _thoracic(levels: list[LevelShape], frames: dict, rng, p: SpineParams) -> li
     if not 0 <= p.thoracic_levels <= len(_THORACIC):
         raise ValueError(f"thoracic_levels must be 0..{len(_THORACIC)}, not {p.thoracic_levels}")
     l1 = levels[0]
-    R, top = frames["T12_base"]
+    R, top = frames["L1_top"]
     out = []
     ex = np.eye(3)[0]
     for name, size, transverse, rib in _THORACIC[: p.thoracic_levels]:
