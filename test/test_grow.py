@@ -45,6 +45,10 @@ def _trained_like(config: NetConfig) -> dict[str, torch.Tensor]:
             NetConfig(features_2d=4, channels_3d=8, levels=3),
             NetConfig(features_2d=4, channels_3d=24, levels=3),
         ),
+        (
+            NetConfig(features_2d=4, channels_3d=8, levels=3),
+            NetConfig(features_2d=4, channels_3d=8, levels=3, view_directions=True),
+        ),
     ],
 )
 def test_the_grown_network_computes_what_the_trained_one_did(old, new):

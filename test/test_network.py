@@ -5,11 +5,12 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import pytest
 import torch
 
 from x23d_ros import geometry as g
 from x23d_ros.metrics import vertebra_metrics
-from x23d_ros.model.network import NetConfig, X23DNet
+from x23d_ros.model.network import NetConfig, X23DNet, direction_components
 from x23d_ros.model.unproject import voxel_centres
 from x23d_ros.xray.raycast import line_integrals
 
@@ -63,11 +64,53 @@ def test_a_tiny_model_overfits_one_case_to_f1_above_0_9_within_a_few_hundred_ste
     assert f1 > 0.9, f"F1 {f1:.3f} after {time.perf_counter() - start:.0f} s"
 
 
-def test_the_output_does_not_depend_on_the_order_of_views():
+@pytest.mark.parametrize("view_directions", [False, True])
+def test_the_output_does_not_depend_on_the_order_of_views(view_directions):
     torch.manual_seed(1)
     images, P, points, _ = _case()
-    net = X23DNet(NetConfig(features_2d=4, channels_3d=4)).eval()
+    net = X23DNet(NetConfig(features_2d=4, channels_3d=4, view_directions=view_directions)).eval()
+    if view_directions:  # trained-like: the mixing matrices start at zero
+        torch.nn.init.normal_(net.direction_mix, std=0.3)
     with torch.no_grad():
         a = net(images, P, points)
         b = net(images[:, [2, 0, 1]], P[:, [2, 0, 1]], points)
     torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_direction_components_are_those_of_the_ray_from_the_source_whichever_way_it_points():
+    K = g.intrinsics(1000.0, 1.6, 64, 64)
+    centre = np.array([5.0, -3.0, 20.0])
+    ap = np.array([0.0, 600.0, 0.0])
+    sources = [centre - ap, centre + ap, np.array([-500.0, 0.0, 300.0])]
+    poses = [g.look_at(s, centre, UP) for s in sources]
+    P = torch.tensor(np.stack([g.projection_matrix(K, T) for T in poses]))[None]
+    e = direction_components(P, torch.tensor(centre)[None])[0].numpy()
+    for s, row in zip(sources, e, strict=True):
+        d = (centre - s) / np.linalg.norm(centre - s)
+        r2 = np.sqrt(2.0)
+        expected = [
+            d[0] ** 2,
+            d[1] ** 2,
+            d[2] ** 2,
+            r2 * d[0] * d[1],
+            r2 * d[0] * d[2],
+            r2 * d[1] * d[2],
+        ]
+        np.testing.assert_allclose(row, expected, atol=1e-9)
+        assert np.linalg.norm(row) == pytest.approx(1.0)  # ‖d dᵀ‖_F = 1
+    np.testing.assert_allclose(e[0], e[1], atol=1e-9)  # AP and PA: the same line
+    assert np.abs(e[0] - e[2]).max() > 0.3  # an oblique view differs
+
+
+def test_direction_mixing_starts_as_nothing_and_then_changes_what_the_views_say():
+    """Switched on with zero matrices, the network computes what it did without them (so a
+    trained network can be grown into it); non-zero matrices change the output."""
+    images, P, points, _ = _case()
+    torch.manual_seed(2)
+    plain = X23DNet(NetConfig(features_2d=4, channels_3d=4)).eval()
+    mixed = X23DNet(NetConfig(features_2d=4, channels_3d=4, view_directions=True)).eval()
+    mixed.load_state_dict(plain.state_dict(), strict=False)
+    with torch.no_grad():
+        np.testing.assert_allclose(plain(images, P, points), mixed(images, P, points), atol=1e-5)
+        torch.nn.init.normal_(mixed.direction_mix, std=0.3)
+        assert (plain(images, P, points) - mixed(images, P, points)).abs().max() > 1e-2

@@ -9,8 +9,9 @@ so `x23d train` uses this to continue from a smaller network's weights (`TrainCo
 What can grow: the 3D decoder's width (`channels_3d`, by an integer factor r: new channel j
 copies old channel j // r, which keeps every GroupNorm group's statistics, since a new group
 holds whole copies of old groups) and its depth (`levels` 2 → 3: the new level is a residual
-branch whose output convolution starts at zero). The 2D encoder, the classes and the image
-normalisation must match.
+branch whose output convolution starts at zero), and the fusion can learn the views'
+directions (`view_directions` off → on: its mixing matrices start at zero). The 2D encoder,
+the classes and the image normalisation must match.
 """
 
 from __future__ import annotations

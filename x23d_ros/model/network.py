@@ -30,6 +30,12 @@ class NetConfig:
     # added to the 1/4 level through a zero-initialised convolution, so that a trained 2-level
     # network grows into a 3-level one without changing its output; `model.grow`).
     levels: int = 2
+    # Direction-aware fusion: before the views are averaged, each view's unprojected features
+    # f go through f + Σ_k e_k·B_k f, e the 6 components of d dᵀ for the view's ray direction d
+    # (source → grid centre, reference frame; d dᵀ so that a view and its opposite agree) and
+    # B_k learned C×C matrices that start at zero. Mean and variance alone cannot tell which
+    # view says what; this lets the network weigh a lateral view's evidence unlike an AP's.
+    view_directions: bool = False
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -115,6 +121,19 @@ class UNet3D(nn.Module):
         return self.head(d0)
 
 
+def direction_components(P: torch.Tensor, centre_mm: torch.Tensor) -> torch.Tensor:
+    """(B, V, 6): the unique components of d dᵀ, d the unit ray from each view's source to
+    `centre_mm` (B, 3); P (B, V, 3, 4). The off-diagonal terms carry √2, so that the six
+    components have the norm of d dᵀ (1), and d and −d give the same six."""
+    M, p4 = P[..., :3], P[..., 3]
+    source = -torch.linalg.solve(M, p4[..., None])[..., 0]  # P·[source; 1] = 0
+    d = centre_mm[:, None, :].to(P.dtype) - source
+    d = d / torch.linalg.norm(d, dim=-1, keepdim=True)
+    x, y, z = d.unbind(-1)
+    r2 = 2.0**0.5
+    return torch.stack([x * x, y * y, z * z, r2 * x * y, r2 * x * z, r2 * y * z], dim=-1)
+
+
 class X23DNet(nn.Module):
     def __init__(self, config: NetConfig = NetConfig()) -> None:
         super().__init__()
@@ -123,6 +142,9 @@ class X23DNet(nn.Module):
         self.decoder = UNet3D(
             2 * config.features_2d + 1, config.channels_3d, config.classes, config.levels
         )
+        if config.view_directions:
+            c = config.features_2d
+            self.direction_mix = nn.Parameter(torch.zeros(6, c, c))
 
     def forward(
         self, images: torch.Tensor, P: torch.Tensor, points_mm: torch.Tensor
@@ -135,6 +157,12 @@ class X23DNet(nn.Module):
         scale = features.shape[-1] / w
         P_features = scale_projection(P, scale, strided=True).to(features.dtype)
         values, mask = unproject(features, P_features, points_mm)
+        if self.config.view_directions:
+            centre = points_mm.reshape(b, -1, 3).mean(dim=1)
+            e = direction_components(P, centre).to(values.dtype)  # (B, V, 6)
+            mix = torch.einsum("bvk,kij->bvij", e, self.direction_mix.to(values.dtype))
+            # Linear in the features, so voxels a view does not see stay 0.
+            values = values + torch.einsum("bvij,bvjxyz->bvixyz", mix, values)
         # Channels-last: oneDNN's 3D convolutions run about 1.6× faster on the CPU this way.
         volume = fuse(values, mask).contiguous(memory_format=torch.channels_last_3d)
         return self.decoder(volume)
