@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import numpy as np
 import pytest
 from builtin_interfaces.msg import Time
@@ -9,7 +11,9 @@ from scipy.spatial.transform import Rotation
 from visualization_msgs.msg import Marker
 
 from x23d_ros.pipeline import Reconstruction, VertebraSurface
+from x23d_ros.ros import planner_scene as ps
 from x23d_ros.ros import spine_messages as sm
+from x23d_ros.ros.spine_publisher import gc_paused
 
 
 def reconstruction() -> Reconstruction:
@@ -24,7 +28,7 @@ def reconstruction() -> Reconstruction:
             probability=np.zeros((2, 2, 2), np.float32),
             affine=np.eye(4),
             vertices=rng.normal(0, 20, (6, 3)) + frame[:3, 3],
-            faces=np.array([[0, 1, 2], [3, 4, 5]]),
+            faces=np.array([[0, 1, 2], [5, 3, 4]]),
             points=rng.normal(0, 20, (7, 3)) + frame[:3, 3],
             confidence=rng.random(7).astype(np.float32),
             frame=frame,
@@ -56,8 +60,31 @@ def test_markers_clear_old_ones_then_draw_one_triangle_list_per_level():
     ]
     l2 = markers[1]
     assert len(l2.points) == 6  # two triangles, three corners each
-    assert l2.points[0].x == pytest.approx(recon.vertebrae["L2"].vertices[0, 0] / 1000)
+    v = recon.vertebrae["L2"]
+    corners = np.array([[p.x, p.y, p.z] for p in l2.points])
+    np.testing.assert_allclose(corners, v.vertices[v.faces.reshape(-1)] / 1000)
     assert markers[1].color != markers[2].color
+
+
+def test_one_set_of_meshes_serves_the_mesh_topics_markers_and_collision_objects():
+    """A publish builds each level's mesh once; the markers and the MoveIt objects reuse it
+    (building them three times was most of a publish's time) and say the same."""
+    recon = reconstruction()
+    level_meshes = sm.meshes(recon)
+    assert list(level_meshes) == ["L2", "L4"]
+    markers = sm.marker_array(recon, "patient_ref", Time(sec=5), level_meshes).markers
+    objects = ps.collision_objects(recon, "patient_ref", Time(sec=5), "", level_meshes)
+    for marker, obj, name in zip(markers[1:], objects, ("L2", "L4"), strict=True):
+        vertices = level_meshes[name].vertices
+        faces = recon.vertebrae[name].faces.reshape(-1)
+        assert all(p is vertices[i] for p, i in zip(marker.points, faces, strict=True))
+        assert obj.meshes[0] is level_meshes[name]
+    # Without them, each builds its own, the same.
+    alone = sm.marker_array(recon, "patient_ref", Time(sec=5)).markers
+    assert [list(m.points) for m in alone] == [list(m.points) for m in markers]
+    assert (
+        ps.collision_objects(recon, "patient_ref", Time(sec=5))[1].meshes[0] == objects[1].meshes[0]
+    )
 
 
 def test_meshes_and_frames_round_trip_in_metres():
@@ -79,3 +106,16 @@ def test_an_empty_reconstruction_gives_an_empty_cloud():
     msg = sm.point_cloud(empty, "patient_ref", Time(sec=5))
     assert msg.width == 0 and msg.row_step == 0 and len(msg.data) == 0
     assert len(sm.read_point_cloud(msg)) == 0
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_the_collector_pauses_for_a_publish_and_comes_back_as_it_was(enabled):
+    was = gc.isenabled()
+    try:
+        (gc.enable if enabled else gc.disable)()
+        with pytest.raises(RuntimeError), gc_paused():
+            assert not gc.isenabled()
+            raise RuntimeError("a publish that fails")
+        assert gc.isenabled() == enabled
+    finally:
+        (gc.enable if was else gc.disable)()

@@ -21,11 +21,12 @@ import numpy as np
 from builtin_interfaces.msg import Time
 from geometry_msgs.msg import Pose, Transform, TransformStamped
 from moveit_msgs.msg import CollisionObject
+from shape_msgs.msg import Mesh
 from tf2_msgs.msg import TFMessage
 
 from x23d_ros.anatomy import LEVELS
 from x23d_ros.pipeline import Reconstruction
-from x23d_ros.ros.spine_messages import frame_pose, header, mesh
+from x23d_ros.ros.spine_messages import frame_pose, header, meshes
 
 SUBFRAMES = ("body_centre",)
 
@@ -41,9 +42,15 @@ def _identity() -> Pose:
 
 
 def collision_objects(
-    recon: Reconstruction, frame_id: str, stamp: Time, prefix: str = ""
+    recon: Reconstruction,
+    frame_id: str,
+    stamp: Time,
+    prefix: str = "",
+    level_meshes: dict[str, Mesh] | None = None,
 ) -> list[CollisionObject]:
-    """ADD, one object per reconstructed vertebra, in L1..L5 order."""
+    """ADD, one object per reconstructed vertebra, in L1..L5 order. `level_meshes`:
+    `spine_messages.meshes(recon)` when the caller has built them already."""
+    level_meshes = meshes(recon) if level_meshes is None else level_meshes
     objects = []
     for name in (n for n in LEVELS if n in recon.vertebrae):
         v = recon.vertebrae[name]
@@ -52,7 +59,7 @@ def collision_objects(
                 header=header(frame_id, stamp),
                 pose=_identity(),
                 id=object_id(prefix, name),
-                meshes=[mesh(v)],
+                meshes=[level_meshes[name]],
                 mesh_poses=[_identity()],
                 subframe_names=list(SUBFRAMES),
                 subframe_poses=[frame_pose(v.frame)],

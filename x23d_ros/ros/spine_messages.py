@@ -5,6 +5,10 @@
 - `marker_array`: visualization_msgs/MarkerArray, a DELETEALL then one TRIANGLE_LIST per
   vertebra (namespace `x23d`, id = level index), one colour per level.
 - `mesh`: shape_msgs/Mesh of one vertebra.
+- `meshes`: those of a whole reconstruction. A publish builds them once and hands them to
+  `marker_array` and `planner_scene.collision_objects`, which reuse their vertex `Point`s: a
+  vertebra has about 4 000 vertices and 8 000 faces, and building the message objects one by
+  one in Python is most of what a publish costs.
 - `pose_array`: geometry_msgs/PoseArray of the vertebra frames, in L1..L5 order of the levels
   reconstructed.
 """
@@ -87,17 +91,28 @@ def read_point_cloud(msg: PointCloud2) -> np.ndarray:
 
 
 def mesh(v: VertebraSurface) -> Mesh:
+    # Vertices through `tolist` (Python floats in one call; element by element from numpy took
+    # about twice as long); faces as uint32 rows, which rosidl keeps as they are, unconverted.
     return Mesh(
-        triangles=[MeshTriangle(vertex_indices=[int(i) for i in f]) for f in v.faces],
-        vertices=[Point(x=float(p[0]), y=float(p[1]), z=float(p[2])) for p in v.vertices * MM],
+        triangles=[MeshTriangle(vertex_indices=f) for f in np.asarray(v.faces, np.uint32)],
+        vertices=[Point(x=x, y=y, z=z) for x, y, z in (v.vertices * MM).tolist()],
     )
 
 
-def marker_array(recon: Reconstruction, frame_id: str, stamp: Time) -> MarkerArray:
+def meshes(recon: Reconstruction) -> dict[str, Mesh]:
+    """`mesh` of every reconstructed level, by level name."""
+    return {name: mesh(v) for name, v in recon.vertebrae.items()}
+
+
+def marker_array(
+    recon: Reconstruction, frame_id: str, stamp: Time, level_meshes: dict[str, Mesh] | None = None
+) -> MarkerArray:
+    """`level_meshes`: `meshes(recon)` when the caller has built them already."""
+    level_meshes = meshes(recon) if level_meshes is None else level_meshes
     markers = [Marker(header=header(frame_id, stamp), ns="x23d", action=Marker.DELETEALL)]
     for name, v in recon.vertebrae.items():
         r, g, b = LEVEL_COLOURS[name]
-        corners = (v.vertices[v.faces.reshape(-1)] * MM).tolist()
+        vertices = level_meshes[name].vertices
         m = Marker(
             header=header(frame_id, stamp),
             ns="x23d",
@@ -110,7 +125,9 @@ def marker_array(recon: Reconstruction, frame_id: str, stamp: Time) -> MarkerArr
         )
         m.pose.orientation.w = 1.0
         m.scale.x = m.scale.y = m.scale.z = 1.0
-        m.points = [Point(x=p[0], y=p[1], z=p[2]) for p in corners]
+        # Three corners a face, each the mesh's own vertex object: messages are read, never
+        # changed, once built.
+        m.points = [vertices[i] for i in v.faces.reshape(-1).tolist()]
         markers.append(m)
     return MarkerArray(markers=markers)
 
