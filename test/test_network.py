@@ -10,7 +10,7 @@ import torch
 
 from x23d_ros import geometry as g
 from x23d_ros.metrics import vertebra_metrics
-from x23d_ros.model.network import NetConfig, X23DNet, direction_components
+from x23d_ros.model.network import NetConfig, OneDNNConv3d, X23DNet, direction_components
 from x23d_ros.model.unproject import voxel_centres
 from x23d_ros.xray.raycast import line_integrals
 
@@ -114,3 +114,19 @@ def test_direction_mixing_starts_as_nothing_and_then_changes_what_the_views_say(
         np.testing.assert_allclose(plain(images, P, points), mixed(images, P, points), atol=1e-5)
         torch.nn.init.normal_(mixed.direction_mix, std=0.3)
         assert (plain(images, P, points) - mixed(images, P, points)).abs().max() > 1e-2
+
+
+def test_the_inference_convolution_computes_what_pytorchs_own_does_and_training_still_learns():
+    """`OneDNNConv3d` takes oneDNN in inference where PyTorch would take its im2col path (a batch of
+    one with few channels); the result is the same, and with gradients on, PyTorch's path
+    (and autograd) is used."""
+    torch.manual_seed(4)
+    conv = OneDNNConv3d(4, 6, 3, stride=2, padding=1, bias=True)
+    reference = torch.nn.Conv3d(4, 6, 3, stride=2, padding=1, bias=True)
+    reference.load_state_dict(conv.state_dict())
+    x = torch.randn(1, 4, 12, 10, 8)
+    with torch.inference_mode():
+        torch.testing.assert_close(conv(x), reference(x), rtol=1e-4, atol=1e-5)
+    x.requires_grad_(True)
+    conv(x).sum().backward()
+    assert conv.weight.grad is not None and x.grad is not None and x.grad.abs().sum() > 0
