@@ -7,7 +7,7 @@ import pytest
 from scipy import ndimage
 
 from x23d_ros.anatomy import LEVELS
-from x23d_ros.anatomy.procedural import SpineParams, generate
+from x23d_ros.anatomy.procedural import SpineParams, generate, spine_params
 
 
 @pytest.fixture(scope="module")
@@ -78,3 +78,51 @@ def test_the_thoracic_spine_goes_on_above_l1_unlabelled(spine):
     assert _bone_top_above_l1_mm(only_t12) < _bone_top_above_l1_mm(spine) - 50.0
     with pytest.raises(ValueError, match="thoracic_levels"):
         generate(3, spacing_mm=5.0, params=SpineParams(thoracic_levels=9))
+
+
+def _core_hu(spine, level: str = "L2") -> np.ndarray:
+    """HU of a level's voxels two voxels or more inside its surface (cancellous bone)."""
+    return spine.hu[ndimage.binary_erosion(spine.labels == LEVELS[level], iterations=2)]
+
+
+def test_procedural_3_draws_procedural_2s_spine_with_its_own_bone(spine):
+    uncut = dict(scan_cut_p=0.0, trabecular_patient_sd_hu=0.0, trabecular_level_sd_hu=0.0)
+    p3 = spine_params("procedural-3")
+    three = generate(3, spacing_mm=2.0, params=SpineParams(**{**p3.__dict__, **uncut}))
+    np.testing.assert_array_equal(three.labels, spine.labels)  # the same shapes, voxel for voxel
+    np.testing.assert_array_equal(three.affine, spine.affine)
+    assert not np.array_equal(three.hu, spine.hu)
+    # One density for the patient's levels (no spread between them here), set by the age.
+    cancellous = {level["cancellous_hu"] for level in three.meta["levels"]}
+    assert len(cancellous) == 1
+    assert 25.0 <= three.meta["age_years"] <= 85.0
+    with pytest.raises(ValueError, match="generator must be one of"):
+        generate(3, spacing_mm=5.0, generator="procedural-9")
+
+
+def test_older_patients_have_bodies_that_the_bone_threshold_leaves_hollow():
+    # Jang et al. 2019: ≈ 226 HU at 25 years, ≈ 90 HU at 90; the synthetic DRR keeps > 150 HU.
+    def at(age):
+        params = SpineParams(
+            age_years=(age, age), trabecular_sd_hu=(30.0, 30.0), trabecular_patient_sd_hu=0.0
+        )
+        return generate(3, spacing_mm=2.0, params=params)
+
+    young, old = _core_hu(at(25.0)), _core_hu(at(85.0))
+    assert np.median(young) > 190 and np.mean(young > 150) > 0.75
+    assert np.median(old) < 130 and np.mean(old > 150) < 0.35
+    # Heterogeneous, in HU: tens of HU from voxel to voxel, not ±10 % of a uniform core.
+    assert 15.0 < np.std(old) < 60.0
+
+
+def test_a_scan_range_that_ends_inside_the_lumbar_spine_drops_what_lies_below(spine):
+    cut = generate(3, spacing_mm=2.0, params=SpineParams(scan_cut_p=1.0))
+    z_cut = cut.meta["scan_cut_z_mm"]
+    centres = spine.centres_mm()
+    assert centres["L4"][2] <= z_cut <= centres["L1"][2]
+    assert "L1" in cut.present_levels and "L5" not in cut.present_levels
+    assert cut.bounds_mm()[0][2] >= z_cut - 1e-6  # nothing below the cut ...
+    # ... and above it, the same volume as uncut.
+    k = round(float(cut.affine[2, 3] - spine.affine[2, 3]) / 2.0)
+    np.testing.assert_array_equal(cut.labels, spine.labels[:, :, k:])
+    np.testing.assert_array_equal(cut.hu, spine.hu[:, :, k:])

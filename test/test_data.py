@@ -40,6 +40,7 @@ def test_a_rerun_makes_only_missing_shards(shards):
         ({"seed": 6}, "seed"),
         ({"image_size": 64}, "image_size"),
         ({"centring": "level"}, "centring"),
+        ({"generator": "procedural-3"}, "generator"),
     ],
 )
 def test_a_rerun_with_other_arguments_refuses_to_mix_its_shards_in(shards, change, named):

@@ -9,6 +9,18 @@ so the end of the bone column is no cue to the levels: the ribs and the sacrum a
 Random variables (all in `SpineParams`): build, per-level morphometry (`morphometry`),
 lumbar lordosis and sacral slope, mild scoliosis and axial rotation, disc degeneration and
 osteophytes, bone density, body size and fat, bowel gas. Same seed → same volume, bit for bit.
+
+Generators (`GENERATORS`; `generate(seed, generator=...)`):
+
+- `procedural-2` (the default, and the benchmark's held-out sets): each level's cancellous
+  bone is drawn around the CTSP mean (≈ 160 HU) with a narrowed spread, nearly uniform inside.
+- `procedural-3`: the same spine for the same seed, with (a) the patient's trabecular density
+  drawn from their age, from young (≈ 226 HU) to osteoporotic (≈ 90 HU), shared by the levels,
+  so that the synthetic DRR's 150 HU threshold leaves bodies anywhere from solid to a shell;
+  (b) trabecular heterogeneity of tens of HU per voxel, not ±10 %; (c) in a quarter of the
+  cases a CT scan range that ends inside the lumbar spine (a chest CT, as many real CTs are),
+  so that the end of the volume is no cue to the levels either. Its draws come from a second
+  stream (`[seed, 3]`), so the spine's shape is procedural-2's.
 """
 
 from __future__ import annotations
@@ -24,7 +36,8 @@ from x23d_ros.anatomy.morphometry import LUMBAR, LevelShape, sample_levels
 from x23d_ros.anatomy.vertebra import VertebraShape, draw_details, vertebra_sdf
 from x23d_ros.geometry import rotation_matrix
 
-GENERATOR_VERSION = "procedural-2"
+GENERATOR_VERSION = "procedural-2"  # the default
+GENERATORS = ("procedural-2", "procedural-3")
 
 # Share of the disc part of the lordosis per segment, L1L2..L5S1 (estimate: caudal-heavy).
 _LORDOSIS_SHARE = np.array([0.10, 0.15, 0.20, 0.25, 0.30])
@@ -48,6 +61,39 @@ class SpineParams:
     margin_mm: float = 10.0
     thoracic_levels: int = 3  # T12, T11, T10: enough that the column's top is out of view
     thoracic_kyphosis_deg: tuple[float, float] = (0.0, 4.0)  # per segment, estimate
+    # procedural-3 (None / 0 in procedural-2). Age of the patient, uniform (estimate: adults
+    # who have spine surgery); it sets the trabecular density (`trabecular_hu_at`).
+    age_years: tuple[float, float] | None = None
+    trabecular_patient_sd_hu: float = 40.0  # between patients of one age (Jang et al. 2019)
+    trabecular_level_sd_hu: float = 10.0  # between one patient's levels, estimate
+    # SD of the cancellous bone's HU from voxel to voxel, uniform per patient. Estimate: a
+    # 1–1.5 mm voxel holds a few trabecular cells at ≈ 10 % bone volume fraction; their count
+    # varies from voxel to voxel by a few % of the volume, at ≈ +1800 HU for bone against ≈ 0
+    # for marrow: tens of HU, plus the CT's own noise.
+    trabecular_sd_hu: tuple[float, float] | None = None
+    # Chance that the CT's scan range ends inside the lumbar spine (estimate), the cut then
+    # drawn uniformly between L4's and L1's centres: the volume holds nothing below it.
+    scan_cut_p: float = 0.0
+
+
+def spine_params(generator: str) -> SpineParams:
+    """The random variables of a generator in `GENERATORS`."""
+    if generator == "procedural-2":
+        return SpineParams()
+    if generator == "procedural-3":
+        return SpineParams(age_years=(25.0, 85.0), trabecular_sd_hu=(20.0, 60.0), scan_cut_p=0.25)
+    raise ValueError(f"generator must be one of {GENERATORS}, not {generator!r}")
+
+
+def trabecular_hu_at(age_years: float) -> float:
+    """Mean L1 trabecular attenuation (HU, 120 kV) of adults of an age.
+
+    Jang et al., Radiology 2019;291:360–367 (20 374 CTs): 226 ± 44 HU under 30 years and
+    89 ± 38 HU at 90 or more, falling about linearly with age. Here a line through those two
+    group means, placed at 25 and 92 years (estimates of the groups' mean ages): ≈ 2.0 HU a
+    year, 135 HU at 70.
+    """
+    return 226.0 + (89.0 - 226.0) * (age_years - 25.0) / (92.0 - 25.0)
 
 
 @dataclass
@@ -256,12 +302,34 @@ def _bones(levels, thoracic, frames, rng, p: SpineParams, body: BodyShape) -> li
     return bones
 
 
-def generate(seed: int, spacing_mm: float = 1.0, params: SpineParams | None = None) -> Anatomy:
-    """A procedural lumbar spine CT (`Anatomy`) for `seed`, at isotropic `spacing_mm`."""
-    p = params or SpineParams()
+def generate(
+    seed: int,
+    spacing_mm: float = 1.0,
+    params: SpineParams | None = None,
+    generator: str = GENERATOR_VERSION,
+) -> Anatomy:
+    """A procedural lumbar spine CT (`Anatomy`) for `seed`, at isotropic `spacing_mm`, drawn
+    by `generator` (its `spine_params` unless `params` are given)."""
+    p = params or spine_params(generator)
     rng = np.random.default_rng(seed)
+    extra = np.random.default_rng([seed, 3])  # procedural-3's draws; procedural-2 draws none
     build = 1.0 + p.build_sd * rng.standard_normal()
     levels = sample_levels(rng, size=build, spread=p.morphometry_spread)
+    age = None
+    if p.age_years is not None:
+        age = float(extra.uniform(*p.age_years))
+        patient = trabecular_hu_at(age) + p.trabecular_patient_sd_hu * extra.standard_normal()
+        levels = [
+            LevelShape(
+                **{
+                    **asdict(s),
+                    "cancellous_hu": max(
+                        40.0, patient + p.trabecular_level_sd_hu * extra.standard_normal()
+                    ),
+                }
+            )
+            for s in levels
+        ]
     for i, s in enumerate(levels):  # degenerated discs collapse
         if rng.random() < 0.3:
             levels[i] = LevelShape(
@@ -290,19 +358,33 @@ def generate(seed: int, spacing_mm: float = 1.0, params: SpineParams | None = No
     cortical_hu = rng.uniform(*p.cortical_hu)
     cortical_mm = rng.uniform(*p.cortical_mm)
     texture = ndimage.gaussian_filter(rng.standard_normal(shape).astype(np.float32), 1.2) * 2.5
-    interior = cancellous * (1.0 + 0.35 * texture)
+    if p.trabecular_sd_hu is None:
+        interior = cancellous * (1.0 + 0.35 * texture)
+    else:  # heterogeneity in HU, whatever the density
+        sd = extra.uniform(*p.trabecular_sd_hu)
+        interior = cancellous + sd * texture / max(float(texture.std()), 1e-6)
     shell = np.clip((bone_d + cortical_mm) / 0.8, 0.0, 1.0)  # 1 in the cortex, 0 deep inside
     bone_hu = shell * cortical_hu + (1.0 - shell) * interior
     occupancy = np.clip(0.5 - bone_d / spacing_mm, 0.0, 1.0)
     hu = occupancy * bone_hu + (1.0 - occupancy) * soft
     hu = ndimage.gaussian_filter(hu, 0.6).astype(np.float32)  # the CT's point-spread
     labels[bone_d > 0] = 0
+    cut_mm = None
+    if p.scan_cut_p > 0 and extra.random() < p.scan_cut_p:
+        cut_mm = float(extra.uniform(frames["L4"][1][2], frames["L1"][1][2]))
+        first = int(np.ceil((cut_mm - affine[2, 3]) / spacing_mm))
+        hu, labels = hu[:, :, first:], labels[:, :, first:]
+        affine[2, 3] += first * spacing_mm
     meta = {
-        "generator": GENERATOR_VERSION,
+        "generator": generator,
         "build": float(build),
         "levels": [asdict(s) for s in levels],
         "cortical_hu": float(cortical_hu),
     }
+    if age is not None:
+        meta["age_years"] = age
+    if cut_mm is not None:
+        meta["scan_cut_z_mm"] = cut_mm
     return Anatomy(hu=hu, labels=labels, affine=affine, source="procedural", seed=seed, meta=meta)
 
 
@@ -352,4 +434,13 @@ def _paint_disc(soft, affine, R, mid, rx, ry, half_h, rng) -> None:
     soft[slices] = np.where(d < 0, disc_hu, soft[slices])
 
 
-__all__ = ["GENERATOR_VERSION", "LUMBAR", "SpineParams", "VertebraShape", "generate"]
+__all__ = [
+    "GENERATORS",
+    "GENERATOR_VERSION",
+    "LUMBAR",
+    "SpineParams",
+    "VertebraShape",
+    "generate",
+    "spine_params",
+    "trabecular_hu_at",
+]

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from x23d_ros.anatomy import Anatomy
 from x23d_ros.anatomy.ct import load_ct
-from x23d_ros.anatomy.procedural import GENERATOR_VERSION, generate
+from x23d_ros.anatomy.procedural import GENERATOR_VERSION, GENERATORS, generate
 from x23d_ros.data.shards import (
     Case,
     centres_array,
@@ -52,20 +52,27 @@ class SimulateConfig:
     centring: str = "spine"
     distortion: bool = True
     render: RenderParams = field(default_factory=RenderParams)
+    generator: str = GENERATOR_VERSION  # source "procedural": which generator draws the spines
+
+    def __post_init__(self) -> None:
+        if self.generator not in GENERATORS:
+            raise ValueError(f"generator must be one of {GENERATORS}, not {self.generator!r}")
 
 
 _CT_CACHE: dict[tuple, Anatomy] = {}
 
 
-def procedural_spine(rng: np.random.Generator, spacing_mm: float = 1.0) -> Anatomy:
+def procedural_spine(
+    rng: np.random.Generator, spacing_mm: float = 1.0, generator: str = GENERATOR_VERSION
+) -> Anatomy:
     """The procedural spine a case draws first from its generator `rng`
     (`numpy.random.default_rng([seed, index])`): how to get a case's anatomy back from its seed."""
-    return generate(int(rng.integers(2**31)), spacing_mm=spacing_mm)
+    return generate(int(rng.integers(2**31)), spacing_mm=spacing_mm, generator=generator)
 
 
 def _anatomy(config: SimulateConfig, rng: np.random.Generator) -> Anatomy:
     if config.source == "procedural":
-        return procedural_spine(rng, config.spacing_mm)
+        return procedural_spine(rng, config.spacing_mm, config.generator)
     key = (str(config.ct), str(config.labels), config.spacing_mm)
     if key not in _CT_CACHE:  # one real CT, loaded once per process
         _CT_CACHE[key] = load_ct(config.ct, config.labels, spacing_mm=config.spacing_mm)
@@ -126,7 +133,7 @@ def simulate_case(index: int, config: SimulateConfig) -> tuple[Case, list[dict],
             "seed": config.seed,
             "index": index,
             "source": anatomy.source,
-            "generator": GENERATOR_VERSION if config.source == "procedural" else "ct",
+            "generator": config.generator if config.source == "procedural" else "ct",
             "image_size": config.image_size,
             "spacing_mm": config.spacing_mm,
             "centring": config.centring,
@@ -160,7 +167,7 @@ def run_attrs(config: SimulateConfig) -> dict:
     ct = config.source == "ct"
     return {
         "seed": config.seed,
-        "generator": "ct" if ct else GENERATOR_VERSION,
+        "generator": "ct" if ct else config.generator,
         "source": f"ct:{Path(config.ct).name}" if ct else "procedural",
         "image_size": config.image_size,
         "spacing_mm": config.spacing_mm,
@@ -250,6 +257,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=CENTRINGS,
         help="spine: shots centred on the lumbar spine; level: on a random point along it",
     )
+    parser.add_argument(
+        "--generator",
+        default=GENERATOR_VERSION,
+        choices=GENERATORS,
+        help="procedural spines: procedural-3 adds age-dependent bone density, trabecular "
+        "heterogeneity and CT scan ranges that end inside the lumbar spine",
+    )
     parser.add_argument("--no-distortion", action="store_true", help="no image-intensifier warp")
     parser.add_argument("--preview", type=Path, help="draw the first case's shots into this PNG")
 
@@ -269,6 +283,7 @@ def run(args: argparse.Namespace) -> int:
         configuration=args.configuration,
         centring=args.centring,
         distortion=not args.no_distortion,
+        generator=args.generator,
     )
     paths = simulate(config, workers=args.workers)
     log.info("%d cases in %d shards under %s", config.cases, len(paths), config.out)
