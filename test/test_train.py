@@ -11,7 +11,7 @@ import torch
 
 from x23d_ros.data.simulate import SimulateConfig, simulate
 from x23d_ros.model.network import NetConfig
-from x23d_ros.train import TrainConfig, centre_offset, train
+from x23d_ros.train import TrainConfig, centre_offset, config_from_args, train
 
 
 @pytest.fixture(scope="module")
@@ -198,3 +198,22 @@ def test_the_wide_centre_jitter_gives_heavier_tails_and_leaves_the_default_strea
     # The mixture's variance is 0.7·4² + 0.3·10², and a 20 mm offset is common only with it.
     assert b.std() == pytest.approx(np.sqrt(0.7 * 16 + 0.3 * 100), rel=0.03)
     assert (np.abs(a) > 20).mean() < 1e-4 < 0.003 < (np.abs(b) > 20).mean()
+
+
+def test_the_command_line_overrides_a_config_file_and_keeps_its_validation_set(tmp_path):
+    import argparse
+
+    from x23d_ros.train import add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"data": "a", "out": "b", "val": "v", "stage": "fine"}))
+    args = parser.parse_args(["--data", "d", "--out", "o", "--config", str(config)])
+    cfg = config_from_args(args)
+    assert (cfg.data, cfg.out, cfg.val, cfg.stage) == ("d", "o", "v", "fine")
+    given = ["--data", "d", "--out", "o", "--config", str(config), "--val", "w", "--steps", "7"]
+    cfg = config_from_args(parser.parse_args(given))
+    assert (cfg.val, cfg.steps) == ("w", 7)
+    plain = config_from_args(parser.parse_args(["--data", "d", "--out", "o"]))
+    assert (plain.val, plain.stage) == (None, "coarse")

@@ -471,8 +471,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stage", choices=STAGES, help="which network to train")
 
 
-def run(args: argparse.Namespace) -> int:
-    base = {"data": args.data, "out": args.out, "val": args.val}
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The run's TrainConfig: the --config file's, with --data, --out and (when given) --val,
+    --steps, --domain from the command line; a config file's `val` stands when --val is not
+    given (before, it was silently dropped and the run went without validation)."""
+    base = {"data": args.data, "out": args.out}
+    if args.val is not None or not args.config:
+        base["val"] = args.val
     if args.config:
         cfg = TrainConfig.from_json(json.dumps({**json.loads(args.config.read_text()), **base}))
     else:
@@ -484,7 +489,11 @@ def run(args: argparse.Namespace) -> int:
         cfg.domain = args.domain
     if args.stage and args.stage != cfg.stage:
         raise SystemExit(f"--stage {args.stage} contradicts the config's stage {cfg.stage!r}")
-    train(cfg)
+    return cfg
+
+
+def run(args: argparse.Namespace) -> int:
+    train(config_from_args(args))
     return 0
 
 
