@@ -99,6 +99,12 @@ def test_the_fine_stage_trains_on_vertebra_crops_and_exports_with_the_coarse(sha
     assert mixed.fine_cfg["steps"] == 3 and mixed.coarse_cfg["steps"] == 2
     with pytest.raises(ValueError, match="48²"):
         export_weights(tmp_path / "calibrated.pt", tmp_path / "fine", tmp_path / "w3.pt", 64)
+    # A retrained coarse stage in front of the fine stage of a weights file.
+    export_weights(coarse, tmp_path / "calibrated.pt", tmp_path / "w4.pt", 48)
+    front = torch.load(tmp_path / "w4.pt", map_location="cpu", weights_only=True)
+    for key, value in source["fine"]["state_dict"].items():
+        assert torch.equal(front["fine"]["state_dict"][key], value)
+    assert "centre_offset_mm" not in front["coarse"]  # the new coarse stage: not calibrated
 
 
 def test_torchrun_trains_with_two_processes_and_rank_0_writes(shards, tmp_path):

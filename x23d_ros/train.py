@@ -508,16 +508,16 @@ def export_weights(
     """
     bundle: dict = {"format": 1, "image_size": int(image_size), "note": note}
     stages = [("coarse", Path(coarse_run)), ("fine", Path(fine_run))]
-    if Path(coarse_run).is_file():
-        # A weights file: keep its coarse stage as it is (with its calibration), so that a
-        # retrained fine stage ships with the coarse stage it will run behind.
-        source = torch.load(coarse_run, map_location="cpu", weights_only=True)
+    for stage, path in list(stages):
+        if not path.is_file():
+            continue
+        # A weights file: keep its network of this stage as it is (the coarse stage with its
+        # calibration), so that a retrained stage ships with the other one it runs with.
+        source = torch.load(path, map_location="cpu", weights_only=True)
         if int(source["image_size"]) != int(image_size):
-            raise ValueError(
-                f"{coarse_run} works on {source['image_size']}² images, not {image_size}²"
-            )
-        bundle["coarse"] = source["coarse"]
-        stages = stages[1:]
+            raise ValueError(f"{path} works on {source['image_size']}² images, not {image_size}²")
+        bundle[stage] = source[stage]
+        stages.remove((stage, path))
     for stage, run in stages:
         cfg = TrainConfig.from_json((run / "config.json").read_text())
         if cfg.stage != stage:
@@ -551,7 +551,12 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
         required=True,
         help="run folder of the coarse stage, or a weights file whose coarse stage is kept",
     )
-    parser.add_argument("--fine", type=Path, required=True, help="run folder of the fine stage")
+    parser.add_argument(
+        "--fine",
+        type=Path,
+        required=True,
+        help="run folder of the fine stage, or a weights file whose fine stage is kept",
+    )
     parser.add_argument("--out", type=Path, required=True, help="weights file to write")
     parser.add_argument(
         "--image-size", type=int, required=True, help="working image side the stages trained on"
