@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from scipy import ndimage
@@ -87,8 +89,7 @@ def _core_hu(spine, level: str = "L2") -> np.ndarray:
 
 def test_procedural_3_draws_procedural_2s_spine_with_its_own_bone(spine):
     uncut = dict(scan_cut_p=0.0, trabecular_patient_sd_hu=0.0, trabecular_level_sd_hu=0.0)
-    p3 = spine_params("procedural-3")
-    three = generate(3, spacing_mm=2.0, params=SpineParams(**{**p3.__dict__, **uncut}))
+    three = generate(3, spacing_mm=2.0, params=replace(spine_params("procedural-3"), **uncut))
     np.testing.assert_array_equal(three.labels, spine.labels)  # the same shapes, voxel for voxel
     np.testing.assert_array_equal(three.affine, spine.affine)
     assert not np.array_equal(three.hu, spine.hu)

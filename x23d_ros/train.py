@@ -507,9 +507,10 @@ def export_weights(
     trained, plus the working image size, the domain and where the weights came from.
     """
     bundle: dict = {"format": 1, "image_size": int(image_size), "note": note}
-    stages = [("coarse", Path(coarse_run)), ("fine", Path(fine_run))]
-    for stage, path in list(stages):
+    runs = []
+    for stage, path in (("coarse", Path(coarse_run)), ("fine", Path(fine_run))):
         if not path.is_file():
+            runs.append((stage, path))
             continue
         # A weights file: keep its network of this stage as it is (the coarse stage with its
         # calibration), so that a retrained stage ships with the other one it runs with.
@@ -517,8 +518,7 @@ def export_weights(
         if int(source["image_size"]) != int(image_size):
             raise ValueError(f"{path} works on {source['image_size']}² images, not {image_size}²")
         bundle[stage] = source[stage]
-        stages.remove((stage, path))
-    for stage, run in stages:
+    for stage, run in runs:
         cfg = TrainConfig.from_json((run / "config.json").read_text())
         if cfg.stage != stage:
             raise ValueError(f"{run} trained the {cfg.stage} stage, not the {stage} stage")

@@ -25,7 +25,7 @@ Generators (`GENERATORS`; `generate(seed, generator=...)`):
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 from scipy import ndimage
@@ -320,21 +320,17 @@ def generate(
         age = float(extra.uniform(*p.age_years))
         patient = trabecular_hu_at(age) + p.trabecular_patient_sd_hu * extra.standard_normal()
         levels = [
-            LevelShape(
-                **{
-                    **asdict(s),
-                    "cancellous_hu": max(
-                        40.0, patient + p.trabecular_level_sd_hu * extra.standard_normal()
-                    ),
-                }
+            replace(
+                s,
+                cancellous_hu=max(
+                    40.0, patient + p.trabecular_level_sd_hu * extra.standard_normal()
+                ),
             )
             for s in levels
         ]
     for i, s in enumerate(levels):  # degenerated discs collapse
         if rng.random() < 0.3:
-            levels[i] = LevelShape(
-                **{**asdict(s), "disc_below": s.disc_below * rng.uniform(*p.disc_collapse)}
-            )
+            levels[i] = replace(s, disc_below=s.disc_below * rng.uniform(*p.disc_collapse))
     frames, discs = _chain(levels, rng, p)
     thoracic = _thoracic(levels, frames, rng, p)
     body = draw_body(rng, build, frames)
