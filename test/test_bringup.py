@@ -161,6 +161,9 @@ def test_bad_input_a_crash_and_a_late_subscriber(case, tmp_path, ros_domain_id):
         assert probe.spin_until(
             lambda: probe.latest_diagnostics().get("shots_collected") == "2", 120
         ), "the restarted process did not resume the two shots"
+        # Configured, it warms the networks up on its worker thread and then says so.
+        assert probe.spin_until(lambda: probe.latest_diagnostics().get("warm_up_ms"), 120)
+        assert float(probe.latest_diagnostics()["warm_up_ms"]) > 0
         time.sleep(1.0)  # its subscriptions match ours
         probe.send(case, 2, 111)
         assert probe.spin_until(lambda: probe.clouds, 180), log_path.read_text()[-3000:]
@@ -173,6 +176,7 @@ def test_bad_input_a_crash_and_a_late_subscriber(case, tmp_path, ros_domain_id):
         log.close()
     output = log_path.read_text()
     assert "resumed session" in output, output[-3000:]
+    assert output.count("warmed up in") == 2, output[-3000:]  # once a start
 
     cloud_msg = probe.clouds[-1]
     assert cloud_msg.header.frame_id == "patient_ref"

@@ -77,6 +77,33 @@ def test_the_order_of_the_shots_does_not_change_the_result(case, reconstructor):
         )
 
 
+def test_warm_up_runs_both_networks_on_a_whole_spine_and_leaves_the_result_alone(
+    case, reconstructor
+):
+    before = reconstructor.reconstruct(shot_set_from_case(case))
+    seen = []
+    hooks = [
+        stage.register_forward_hook(
+            lambda _m, args, _out, name=name: seen.append((name, tuple(args[0].shape)))
+        )
+        for name, stage in (("coarse", reconstructor.coarse), ("fine", reconstructor.fine))
+    ]
+    try:
+        assert reconstructor.warm_up(views=4) > 0
+    finally:
+        for hook in hooks:
+            hook.remove()
+    size, crop = reconstructor.image_size, reconstructor.fine_cfg["crop_px"]
+    # One pass each: the coarse stage on 4 views, the fine stage on 5 levels × 4 crops.
+    assert seen == [("coarse", (1, 4, size, size)), ("fine", (5, 4, crop, crop))]
+    after = reconstructor.reconstruct(shot_set_from_case(case))
+    assert set(after.vertebrae) == set(before.vertebrae)
+    for name in before.vertebrae:
+        np.testing.assert_array_equal(
+            after.vertebrae[name].probability, before.vertebrae[name].probability
+        )
+
+
 def test_a_bigger_image_is_resized_with_its_intrinsics(case, reconstructor):
     """The same view at 256² (K scaled) projects a point where the 128² view does, once the
     Reconstructor brings it to its working size."""

@@ -213,6 +213,17 @@ def test_deactivation_stops_publication_and_a_best_effort_camera_is_diagnosed(
             ),
             120,
         )
+        # Cleaned up, it forgets its warm-up; configured again, it warms up again.
+        assert _change_state(probe, Transition.TRANSITION_DEACTIVATE)
+        assert _change_state(probe, Transition.TRANSITION_CLEANUP)
+        assert probe.spin_until(
+            lambda: probe.latest_diagnostics().get("lifecycle") == "unconfigured", 10
+        )
+        assert probe.latest_diagnostics()["warm_up_ms"] == ""
+        assert _change_state(probe, Transition.TRANSITION_CONFIGURE)
+        assert _change_state(probe, Transition.TRANSITION_ACTIVATE)
+        assert probe.spin_until(lambda: probe.latest_diagnostics().get("warm_up_ms"), 60)
+        assert probe.latest_diagnostics()["state"] == "published"
 
         # A best-effort camera driver against the default (reliable) input QoS delivers
         # nothing; the listener says why.

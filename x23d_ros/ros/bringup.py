@@ -40,6 +40,8 @@ class Pipeline:
         r = self.reconstructor
         if not r.active:
             state = r.state
+        elif r.warm_up_ms is None:
+            state = "warming up"
         elif r.busy():
             state = "reconstructing"
         else:
@@ -53,6 +55,7 @@ class Pipeline:
             "device": str(model.device) if model else "",
             "weights_sha256": model.weights_sha256[:16] if model else "",
             "reconstructions": str(r.runs),
+            "warm_up_ms": "" if r.warm_up_ms is None else f"{r.warm_up_ms:.0f}",
             "last_error": r.last_error,
         }
         for reason, count in sorted(self.listener.rejections.items()):

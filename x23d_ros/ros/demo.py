@@ -68,6 +68,11 @@ def surface_distance(a_mm: np.ndarray, b_mm: np.ndarray) -> float:
     )
 
 
+def _ready(diagnostics: list[DiagnosticArray]) -> bool:
+    """Whether the newest diagnostics say the pipeline waits for shots (active, warmed up)."""
+    return bool(diagnostics) and diagnostics[-1].status[0].message == "collecting shots"
+
+
 def run(out: Path, timeout_s: float = 300.0) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     domain_id = random.randint(1, 101)
@@ -100,6 +105,13 @@ def run(out: Path, timeout_s: float = 300.0) -> dict:
             )
         node.create_subscription(DiagnosticArray, "/diagnostics", diagnostics.append, 10)
         try:
+            # Shots are taken once the pipeline is up, as in theatre: the latency below is the
+            # product's, not its start-up's (configuring loads and warms up the model).
+            end = time.monotonic() + timeout_s
+            while not _ready(diagnostics) and time.monotonic() < end and process.poll() is None:
+                executor.spin_once(timeout_sec=0.05)
+            if not _ready(diagnostics):
+                raise RuntimeError(f"bringup did not get ready for shots; see {log_path}")
             replay(node, DEMO_BAG, rate=1.0, wait_s=timeout_s)
             last_shot = time.monotonic()
             end = last_shot + timeout_s

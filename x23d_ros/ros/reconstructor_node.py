@@ -2,6 +2,9 @@
 
 Lifecycle (`rclpy.lifecycle`, services `/reconstructor/change_state`, `/get_state`, …):
 - configure: load the weights (`weights`) on the device (`device`; `cuda` without CUDA fails);
+  then the worker thread runs both networks once on blank shots (`Reconstructor.warm_up`),
+  so the first reconstruction does not pay for their first pass (`warm_up_ms` is None
+  until then; a shot set handed over meanwhile waits for it);
 - activate: reconstruct the shot sets handed over, and publish (the publisher follows `on_active`);
 - deactivate: stop; the publisher removes the collision objects. Shot sets handed over while
   inactive are kept (the newest) and reconstructed on the next activation;
@@ -44,6 +47,8 @@ class ReconstructorNode(LifecycleNode):
         self.last: Reconstruction | None = None
         self.last_error = ""
         self.runs = 0
+        self.warm_up_ms: float | None = None
+        self._cold: Reconstructor | None = None  # configured, not yet warmed up
         self._pending: ShotSet | None = None
         self._wake = threading.Condition()
         self._stop = False
@@ -64,9 +69,12 @@ class ReconstructorNode(LifecycleNode):
             self.last_error = f"configure: {error}"
             self.get_logger().error(f"cannot load the model: {error}")
             return TransitionCallbackReturn.FAILURE
-        self.reconstructor = reconstructor
         self.last_error = ""
         self.state = "inactive"
+        with self._wake:
+            self.reconstructor = self._cold = reconstructor
+            self.warm_up_ms = None
+            self._wake.notify()
         self.get_logger().info(
             f"weights {reconstructor.weights_path} "
             f"(sha256 {reconstructor.weights_sha256[:12]}) on {reconstructor.device}"
@@ -89,7 +97,9 @@ class ReconstructorNode(LifecycleNode):
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self.reconstructor = None  # the worker holds it only while it reconstructs
+        with self._wake:
+            self.reconstructor = self._cold = None  # the worker holds it only while it works
+            self.warm_up_ms = None
         self.state = "unconfigured"
         return TransitionCallbackReturn.SUCCESS
 
@@ -97,7 +107,7 @@ class ReconstructorNode(LifecycleNode):
         if self.active:
             self.on_active(False)
         self.active = False
-        self.reconstructor = None
+        self.reconstructor = self._cold = None
         self.state = "finalized"
         return TransitionCallbackReturn.SUCCESS
 
@@ -121,14 +131,35 @@ class ReconstructorNode(LifecycleNode):
     def busy(self) -> bool:
         return self.active and self._pending is not None
 
+    def _warm_up(self, reconstructor: Reconstructor) -> None:
+        try:
+            ms = 1e3 * reconstructor.warm_up()
+        except RuntimeError as error:  # e.g. out of memory: say so; reconstructing will retry
+            self.last_error = f"warm-up: {error}"
+            self.get_logger().error(f"warm-up failed: {error}")
+            ms = float("nan")
+        else:
+            self.get_logger().info(f"warmed up in {ms:.0f} ms")
+        with self._wake:
+            if self._cold is None and self.reconstructor is reconstructor:
+                self.warm_up_ms = ms
+
     def _loop(self) -> None:
         while True:
             with self._wake:
-                while not self._stop and (self._pending is None or not self.active):
+                while (
+                    not self._stop
+                    and self._cold is None
+                    and (self._pending is None or not self.active)
+                ):
                     self._wake.wait()
                 if self._stop:
                     return
+                cold, self._cold = self._cold, None
                 shot_set, reconstructor = self._pending, self.reconstructor
+            if cold is not None:
+                self._warm_up(cold)
+                continue
             try:
                 recon = reconstructor.reconstruct(shot_set)
             except ShotSetError as error:
