@@ -216,7 +216,8 @@ def test_the_config_file_lists_every_parameter_of_every_node_with_its_default():
 def test_poses_from_tf_without_tf2_ros(case, tmp_path, ros_domain_id):
     """`pose_source: tf`: the image's frame in `reference_frame` at the image's stamp, through a
     static link and a dynamic one (here read by TfReader: tf2_ros is not on PyPI). A shot whose
-    transform is missing is refused with `tf_lookup` and the others still make the spine."""
+    transform is missing is refused with `tf_lookup` and the others still make the spine. The
+    networks run on one thread (`threads: 1`)."""
     from geometry_msgs.msg import TransformStamped
     from tf2_msgs.msg import TFMessage
 
@@ -233,7 +234,7 @@ def test_poses_from_tf_without_tf2_ros(case, tmp_path, ros_domain_id):
 
     env = isolated_ros_env(ros_domain_id)
     log = open(tmp_path / "bringup.log", "w")  # noqa: SIM115
-    process = start_test_bringup(env, tmp_path / "sessions", log, pose_source="tf")
+    process = start_test_bringup(env, tmp_path / "sessions", log, pose_source="tf", threads=1)
     probe = Probe(ros_domain_id)
     tf = probe.node.create_publisher(TFMessage, "/tf", 100)
     tf_static = probe.node.create_publisher(TFMessage, "/tf_static", TF_STATIC_QOS)
@@ -275,6 +276,7 @@ def test_poses_from_tf_without_tf2_ros(case, tmp_path, ros_domain_id):
         surface_mm = mask_surface_mm(case["labels"].numpy() > 0, case["affine"].numpy())
         xyz_mm = 1000.0 * np.stack([cloud["x"], cloud["y"], cloud["z"]], -1).astype(float)
         assert np.median(cKDTree(surface_mm).query(xyz_mm)[0]) < 10.0
+        assert probe.latest_diagnostics()["threads"] == "1"  # `threads` caps the networks
     finally:
         stop(process)
         log.close()

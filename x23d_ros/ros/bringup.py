@@ -56,6 +56,7 @@ class Pipeline:
             "weights_sha256": model.weights_sha256[:16] if model else "",
             "reconstructions": str(r.runs),
             "warm_up_ms": "" if r.warm_up_ms is None else f"{r.warm_up_ms:.0f}",
+            "threads": str(r.threads) if r.threads else "",
             "last_error": r.last_error,
         }
         for reason, count in sorted(self.listener.rejections.items()):

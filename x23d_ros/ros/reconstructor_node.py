@@ -28,6 +28,7 @@ PARAMS = (
     Param("device", "auto", "auto (CUDA when present), cpu or cuda"),
     Param("points_per_vertebra", 2000, "surface points per vertebra in the cloud", 10, 100000),
     Param("autostart", True, "configure and activate at start (else: drive its lifecycle)"),
+    Param("threads", 0, "CPU threads the networks use; 0: torch's default (one per core)", 0, 1024),
 )
 
 
@@ -48,6 +49,7 @@ class ReconstructorNode(LifecycleNode):
         self.last_error = ""
         self.runs = 0
         self.warm_up_ms: float | None = None
+        self.threads = 0  # what the worker thread's networks use, once warmed up
         self._cold: Reconstructor | None = None  # configured, not yet warmed up
         self._pending: ShotSet | None = None
         self._wake = threading.Condition()
@@ -132,6 +134,11 @@ class ReconstructorNode(LifecycleNode):
         return self.active and self._pending is not None
 
     def _warm_up(self, reconstructor: Reconstructor) -> None:
+        import torch
+
+        if self.p.threads:  # on this thread: OpenMP keeps a thread count per calling thread
+            torch.set_num_threads(self.p.threads)
+        self.threads = torch.get_num_threads()
         try:
             ms = 1e3 * reconstructor.warm_up()
         except RuntimeError as error:  # e.g. out of memory: say so; reconstructing will retry
