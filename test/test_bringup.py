@@ -9,7 +9,7 @@ import time
 import numpy as np
 import rclpy
 from builtin_interfaces.msg import Time
-from diagnostic_msgs.msg import DiagnosticArray
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import PoseStamped
 from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
@@ -281,3 +281,44 @@ def test_poses_from_tf_without_tf2_ros(case, tmp_path, ros_domain_id):
         stop(process)
         log.close()
         probe.close()
+
+
+def test_a_model_that_fails_at_run_time_is_reported_and_the_shots_are_kept(
+    case, tmp_path, ros_domain_id
+):
+    """Weights that load but cannot run (their fine stage's crops 0 pixels wide): the warm-up
+    and the reconstruction fail, the node says why in diagnostics and its log, stays up, keeps
+    the shots and publishes nothing."""
+    import torch
+
+    from x23d_ros.pipeline import resolve_weights
+
+    bundle = torch.load(resolve_weights("default"), weights_only=True)
+    bundle["fine"]["crop_px"] = 0
+    broken = tmp_path / "broken.pt"
+    torch.save(bundle, broken)
+    env = isolated_ros_env(ros_domain_id)
+    log_path = tmp_path / "bringup.log"
+    log = open(log_path, "w")  # noqa: SIM115
+    process = start_test_bringup(env, tmp_path / "sessions", log, weights=str(broken))
+    probe = Probe(ros_domain_id)
+    try:
+        probe.wait_for_listener()
+        for i, stamp in enumerate((300, 301, 302)):
+            probe.send(case, i, stamp)
+        assert probe.spin_until(
+            lambda: (
+                probe.latest_diagnostics().get("last_error", "").startswith("reconstruction failed")
+            ),
+            120,
+        ), probe.latest_diagnostics()
+        diagnostics = probe.latest_diagnostics()
+        assert diagnostics["shots_collected"] == "3" and diagnostics["warm_up_ms"] == "nan"
+        assert probe.diagnostics[-1].status[0].level == DiagnosticStatus.WARN
+        assert process.poll() is None and not probe.clouds
+    finally:
+        stop(process)
+        log.close()
+        probe.close()
+    output = log_path.read_text()
+    assert "warm-up failed" in output and "reconstruction failed" in output, output[-3000:]

@@ -16,6 +16,7 @@ reconstruction runs waits; if several wait, only the newest (it holds every shot
 from __future__ import annotations
 
 import threading
+import traceback
 from collections.abc import Callable
 
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
@@ -141,9 +142,9 @@ class ReconstructorNode(LifecycleNode):
         self.threads = torch.get_num_threads()
         try:
             ms = 1e3 * reconstructor.warm_up()
-        except RuntimeError as error:  # e.g. out of memory: say so; reconstructing will retry
+        except Exception as error:  # e.g. out of memory: say so, and keep the worker alive
             self.last_error = f"warm-up: {error}"
-            self.get_logger().error(f"warm-up failed: {error}")
+            self.get_logger().error(f"warm-up failed: {traceback.format_exc()}")
             ms = float("nan")
         else:
             self.get_logger().info(f"warmed up in {ms:.0f} ms")
@@ -172,6 +173,9 @@ class ReconstructorNode(LifecycleNode):
             except ShotSetError as error:
                 self.last_error = str(error)
                 self.get_logger().error(f"cannot reconstruct: {error}")
+            except Exception as error:  # a fault of ours: report it, keep the worker and shots
+                self.last_error = f"reconstruction failed: {error!r}"
+                self.get_logger().error(f"reconstruction failed: {traceback.format_exc()}")
             else:
                 self.runs += 1
                 self.last = recon
