@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import tempfile
 from pathlib import Path
@@ -27,8 +28,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
-    runs = []
+    runs, load = [], []
     for _ in range(args.runs):
+        # The host's 1-minute load before each run: runs on one host have differed by a factor
+        # of two, and this tells a busy host from a slow pipeline.
+        load.append(round(os.getloadavg()[0], 2))
         with tempfile.TemporaryDirectory() as tmp:
             runs.append(demo.run(Path(tmp)))
     latency = [r["latency_last_shot_to_cloud_ms"] for r in runs]
@@ -39,6 +43,7 @@ def main() -> None:
         "threads": torch.get_num_threads(),
         "runs": args.runs,
         "latency_last_shot_to_cloud_ms": {"median": median(latency), "all": latency},
+        "load_1min_before_each_run": load,
         "reconstructor_stages_ms": stages,
         "levels": runs[-1]["levels"],
     }
@@ -48,7 +53,9 @@ def main() -> None:
         "# End-to-end latency over ROS 2",
         "",
         f"Demo bag (3 synthetic shots, 256²) → bringup on {result['device']} "
-        f"({result['cpu']}, {result['threads']} threads) → PointCloud2; {args.runs} runs.",
+        f"({result['cpu']}, {result['threads']} threads) → PointCloud2; {args.runs} runs "
+        f"({', '.join(f'{v:.0f}' for v in latency)} ms; host load before each: "
+        f"{', '.join(str(v) for v in load)}).",
         "",
         "| last shot published → spine received (ms) | "
         + " | ".join(f"{k} (ms)" for k in stages)
