@@ -266,7 +266,7 @@ class Reconstructor:
 
     @torch.inference_mode()
     def warm_up(self, views: int = 3) -> float:
-        """Run both networks once on `views` blank shots; return the seconds it took.
+        """Run both networks once on `views` blank shots; return the milliseconds it took.
 
         A network's first pass pays for choosing kernels and allocating memory (on a GPU,
         also for loading them). On 2 CPU cores, 3 shots, six processes each: the first
@@ -274,7 +274,8 @@ class Reconstructor:
         ones 1.1–1.2 s; not measured on a GPU. The reconstructor node calls this when it is
         configured, so the first patient's shots do not pay. The fine stage runs on all five
         levels, the batch a whole lumbar spine makes; nothing of it is kept."""
-        start = time.perf_counter()
+        timings: dict[str, float] = {}
+        clock = _Clock(self.device, timings)
         poses = sample_views(views, np.zeros(3), np.random.default_rng(0))
         blank = np.zeros((self.image_size, self.image_size), np.float32)
         shots = ShotSet([Shot(blank, p.intrinsics(self.image_size), p.T_ref_source) for p in poses])
@@ -289,9 +290,8 @@ class Reconstructor:
                 for i, name in enumerate(LEVEL_NAMES)
             },
         )
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-        return time.perf_counter() - start
+        clock.lap("warm_up")
+        return timings["warm_up"]
 
     # -- the whole job ------------------------------------------------------------------
     @torch.inference_mode()

@@ -141,7 +141,7 @@ class ReconstructorNode(LifecycleNode):
             torch.set_num_threads(self.p.threads)
         self.threads = torch.get_num_threads()
         try:
-            ms = 1e3 * reconstructor.warm_up()
+            ms = reconstructor.warm_up()
         except Exception as error:  # e.g. out of memory: say so, and keep the worker alive
             self.last_error = f"warm-up: {error}"
             self.get_logger().error(f"warm-up failed: {traceback.format_exc()}")
