@@ -42,9 +42,9 @@ def test_calibrated_weights_move_every_found_level_by_its_offset(tmp_path):
     assert bundle["coarse"]["placement"] == "centroid-spine"
 
     reconstructor = Reconstructor(out, device="cpu")
-    images, P, T = reconstructor.prepare(shot_set_from_case(ShotDataset(data)[0], [0, 1, 2]))
-    raw = reconstructor.localise(images, P, T, corrected=False)
-    placed = reconstructor.localise(images, P, T)
+    views = reconstructor.prepare(shot_set_from_case(ShotDataset(data)[0], [0, 1, 2]))
+    raw = reconstructor.localise(views, corrected=False)
+    placed = reconstructor.localise(views)
     assert len(raw) >= 2 and set(raw) == set(placed)
     # The offsets are in the spine's frame: a proper rotation whose z runs from L5 to L1.
     frame = spine_frame(raw)
@@ -65,12 +65,12 @@ def test_calibrated_weights_move_every_found_level_by_its_offset(tmp_path):
     torch.save(box_bundle, boxes)
     legacy = Reconstructor(boxes, device="cpu")
     assert legacy.placement == "box-lps"
-    box_raw = legacy.localise(images, P, T, corrected=False)
+    box_raw = legacy.localise(views, corrected=False)
     box_offsets = box_bundle["coarse"]["centre_offset_mm"].numpy()
     for i, name in enumerate(LEVEL_NAMES):
         if name in box_raw:
             np.testing.assert_allclose(
-                legacy.localise(images, P, T)[name] - box_raw[name], box_offsets[i], atol=1e-5
+                legacy.localise(views)[name] - box_raw[name], box_offsets[i], atol=1e-5
             )
 
     # Weights without a calibration place the grids at the blobs' box centres.
@@ -78,7 +78,7 @@ def test_calibrated_weights_move_every_found_level_by_its_offset(tmp_path):
     torch.save(box_bundle, tmp_path / "plain.pt")
     plain = Reconstructor(tmp_path / "plain.pt", device="cpu")
     assert not plain.centre_offsets.any()
-    for name, centre in plain.localise(images, P, T).items():
+    for name, centre in plain.localise(views).items():
         np.testing.assert_allclose(centre, box_raw[name], atol=1e-5)
 
     # A placement the code does not know is refused, not guessed.

@@ -9,6 +9,7 @@ from x23d_ros import geometry
 from x23d_ros.data.dataset import ShotDataset
 from x23d_ros.data.simulate import SimulateConfig, simulate
 from x23d_ros.evaluate import score, true_centres
+from x23d_ros.model import inputs
 from x23d_ros.pipeline import (
     Reconstructor,
     Shot,
@@ -105,15 +106,19 @@ def test_warm_up_runs_both_networks_on_a_whole_spine_and_leaves_the_result_alone
 
 
 def test_a_bigger_image_is_resized_with_its_intrinsics(case, reconstructor):
-    """The same view at 256² (K scaled) projects a point where the 128² view does, once the
-    Reconstructor brings it to its working size."""
+    """The same view at 256² (K scaled) gives the coarse stage the same image and P as the 128²
+    view, once brought to the working size."""
     image = case["images"][0].numpy()
     K = case["K"][0].numpy()
     T = case["T_ref_source"][0].numpy()
     big = np.kron(image, np.ones((2, 2), np.float32))
     K_big = geometry.crop_resize_intrinsics(K, 0, 0, 2.0)
     shots = ShotSet([Shot(big, K_big, T), Shot(image, K, T)])
-    images, P, _ = reconstructor.prepare(shots)
+    cfg = reconstructor.coarse_cfg
+    batch = inputs.coarse_inputs(
+        reconstructor.prepare(shots), reconstructor.image_size, cfg["grid"], cfg["spacing_mm"]
+    )
+    images, P = batch["images"][0], batch["P"][0]
     np.testing.assert_allclose(images[0].numpy(), images[1].numpy(), atol=1e-5)
     np.testing.assert_allclose(P[0].numpy(), P[1].numpy(), rtol=1e-5)
 

@@ -76,8 +76,7 @@ def coarse_errors(
                     shot_set.validate()
                 except ValueError:
                     continue  # shots too close in direction: the product refuses them too
-                images, P, T = reconstructor.prepare(shot_set)
-                found = reconstructor.localise(images, P, T, corrected=False)
+                found = reconstructor.localise(reconstructor.prepare(shot_set), corrected=False)
                 frame = reconstructor.offset_frame(found)
                 for name, centre in found.items():
                     truth = labels == LEVELS[name]

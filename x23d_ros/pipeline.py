@@ -1,9 +1,13 @@
 """`Reconstructor`: posed X-ray shots → a labelled 3D lumbar spine. It does not know ROS.
 
-    ShotSet ─ validate ─ resize to the weights' working size (K follows)
-            ─ coarse: multi-class grid around the shots' isocentre → L1..L5 centres
-            ─ fine: per level, crops of every view around its projection (P adjusted), one
-              batch for all levels → occupancy on a grid centred on the vertebra
+    ShotSet ─ validate ─ Views: each shot at its own resolution, K, poses
+            ─ coarse: every view resized to the weights' working size (K follows), a
+              multi-class grid around the shots' isocentre → L1..L5 centres
+            ─ fine: per level, crops of every view around its projection, cut at the shot's
+              own resolution (P adjusted), one batch for all levels → occupancy on a grid
+              centred on the vertebra
+
+The networks' inputs come from `model.inputs`, which training calls too.
             ─ surface: mesh, sampled points with confidence, anatomical frame
             → Reconstruction (per-stage timings in milliseconds)
 
@@ -19,13 +23,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from x23d_ros import geometry, levels, surface
 from x23d_ros.anatomy import LEVELS
-from x23d_ros.model.crops import crop_views
+from x23d_ros.model import inputs
 from x23d_ros.model.network import NetConfig, X23DNet
-from x23d_ros.model.unproject import voxel_centres
 from x23d_ros.poses import sample_views
 from x23d_ros.surface import box_centre
 
@@ -183,48 +185,27 @@ class Reconstructor:
         self.card = {k: v for k, v in bundle.items() if k not in ("coarse", "fine")}
 
     # -- stages -------------------------------------------------------------------------
-    def prepare(self, shot_set: ShotSet) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
-        """Images resized to the working size (V, S, S) and their P (V, 3, 4), on the device;
-        and the poses (V, 4, 4)."""
-        images, Ps = [], []
-        for shot in shot_set.shots:
-            image = torch.as_tensor(np.asarray(shot.image, np.float32), device=self.device)
-            h, w = image.shape
-            scale = self.image_size / max(h, w)
-            size = (max(1, round(h * scale)), max(1, round(w * scale)))
-            resized = F.interpolate(image[None, None], size=size, mode="area")[0, 0]
-            # Resizing maps u → (u + 0.5)·s − 0.5 (pixel centres at integers), per axis.
-            sx, sy = size[1] / w, size[0] / h
-            K = np.asarray(shot.K, float).copy()
-            K[0] *= sx
-            K[0, 2] += 0.5 * sx - 0.5
-            K[1] *= sy
-            K[1, 2] += 0.5 * sy - 0.5
-            canvas = torch.zeros(self.image_size, self.image_size, device=self.device)
-            canvas[: size[0], : size[1]] = resized
-            images.append(canvas)
-            Ps.append(geometry.projection_matrix(K, np.asarray(shot.T_ref_source, float)))
-        P = torch.tensor(np.stack(Ps), dtype=torch.float32, device=self.device)
-        T = np.stack([np.asarray(s.T_ref_source, float) for s in shot_set.shots])
-        return torch.stack(images), P, T
+    def prepare(self, shot_set: ShotSet) -> inputs.Views:
+        """The shots on the device, each at its own resolution, with K and the poses."""
+        return inputs.make_views(
+            [s.image for s in shot_set.shots],
+            np.stack([np.asarray(s.K, float) for s in shot_set.shots]),
+            np.stack([np.asarray(s.T_ref_source, float) for s in shot_set.shots]),
+            self.device,
+        )
 
-    def localise(
-        self, images: torch.Tensor, P: torch.Tensor, T: np.ndarray, corrected: bool = True
-    ) -> dict[str, np.ndarray]:
+    def localise(self, views: inputs.Views, corrected: bool = True) -> dict[str, np.ndarray]:
         """Centres (3,) mm of the levels the coarse stage finds. Raw (`corrected` False): a
         point of one blob per level, its box centre or its centroid as `placement` says; the
         blobs are the heaviest choice that stacks like a spine (`levels.chain`). Corrected:
         plus the level's calibrated offset, in the reference frame ("box-lps") or in the
         spine's frame through the raw centres ("centroid-spine")."""
         cfg = self.coarse_cfg
-        centre = torch.tensor(
-            geometry.isocentre_of_poses(T), dtype=torch.float32, device=self.device
-        )
-        points = voxel_centres(centre[None], cfg["grid"], cfg["spacing_mm"])
-        logits = self.coarse(images[None], P[None], points).detach()
+        batch = self.coarse_batch(views)
+        logits = self.coarse(batch["images"], batch["P"], batch["points"]).detach()
         prob = logits.float().softmax(1)[0].cpu().numpy()
         labels = prob.argmax(0)
-        pts = points[0].cpu().numpy()
+        pts = batch["points"][0].cpu().numpy()
         where = "box" if self.placement == "box-lps" else "centroid"
         candidates = {
             name: levels.blobs(labels, prob[idx], pts, idx, cfg.get("min_voxels", 8), where)
@@ -236,31 +217,42 @@ class Reconstructor:
         frame = self.offset_frame(raw)
         return {name: c + frame @ self.centre_offsets[LEVELS[name] - 1] for name, c in raw.items()}
 
+    def coarse_batch(self, views: inputs.Views) -> dict[str, torch.Tensor]:
+        """The coarse stage's input (`inputs.coarse_inputs`), around the shots' isocentre."""
+        cfg = self.coarse_cfg
+        return inputs.coarse_inputs(views, self.image_size, cfg["grid"], cfg["spacing_mm"])
+
     def offset_frame(self, raw: dict[str, np.ndarray]) -> np.ndarray:
         """(3, 3): the frame the calibrated offsets are in, for the raw centres `raw`."""
         return spine_frame(raw) if self.placement == "centroid-spine" else np.eye(3)
 
-    def segment(
-        self, images: torch.Tensor, P: torch.Tensor, centres: dict[str, np.ndarray]
-    ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        """Per level: occupancy probability (S, S, S) and its affine, all levels in one batch."""
+    def fine_batch(
+        self, views: inputs.Views, centres: dict[str, np.ndarray]
+    ) -> dict[str, torch.Tensor]:
+        """The fine stage's input for the levels of `centres` (`inputs.fine_inputs`)."""
         cfg = self.fine_cfg
-        names = list(centres)
-        batch_images, batch_P, batch_points = [], [], []
-        for name in names:
-            c = torch.tensor(centres[name], dtype=torch.float32, device=self.device)
-            crops, P_crop = crop_views(images, P, c, cfg["crop_mm"], cfg["crop_px"])
-            batch_images.append(crops)
-            batch_P.append(P_crop)
-            batch_points.append(voxel_centres(c[None], cfg["grid"], cfg["spacing_mm"])[0])
-        logits = self.fine(
-            torch.stack(batch_images), torch.stack(batch_P), torch.stack(batch_points)
+        return inputs.fine_inputs(
+            views,
+            np.stack([centres[name] for name in centres]),
+            cfg["grid"],
+            cfg["spacing_mm"],
+            cfg["crop_mm"],
+            cfg["crop_px"],
+            source_size=fine_source_size(cfg, self.image_size),
         )
+
+    def segment(
+        self, views: inputs.Views, centres: dict[str, np.ndarray]
+    ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Per level: occupancy probability (X, Y, Z) and its affine, all levels in one batch."""
+        spacing = self.fine_cfg["spacing_mm"]
+        batch = self.fine_batch(views, centres)
+        logits = self.fine(batch["images"], batch["P"], batch["points"])
         prob = logits[:, 0].float().sigmoid().cpu().numpy()
         out = {}
-        for i, name in enumerate(names):
-            affine = np.diag([cfg["spacing_mm"]] * 3 + [1.0])
-            affine[:3, 3] = batch_points[i][0, 0, 0].cpu().numpy()
+        for i, name in enumerate(centres):
+            affine = np.diag([spacing] * 3 + [1.0])
+            affine[:3, 3] = batch["points"][i, 0, 0, 0].cpu().numpy()
             out[name] = (prob[i], affine)
         return out
 
@@ -279,12 +271,11 @@ class Reconstructor:
         poses = sample_views(views, np.zeros(3), np.random.default_rng(0))
         blank = np.zeros((self.image_size, self.image_size), np.float32)
         shots = ShotSet([Shot(blank, p.intrinsics(self.image_size), p.T_ref_source) for p in poses])
-        images, P, T = self.prepare(shots)
-        self.localise(images, P, T, corrected=False)
-        iso = geometry.isocentre_of_poses(T)
+        views = self.prepare(shots)
+        self.localise(views, corrected=False)
+        iso = geometry.isocentre_of_poses(views.T_ref_source)
         self.segment(
-            images,
-            P,
+            views,
             {
                 name: iso + np.array([0.0, 0.0, 35.0 * (2 - i)])
                 for i, name in enumerate(LEVEL_NAMES)
@@ -307,10 +298,10 @@ class Reconstructor:
         shot_set.validate()
         timings: dict[str, float] = {}
         clock = _Clock(self.device, timings)
-        images, P, T = self.prepare(shot_set)
+        views = self.prepare(shot_set)
         clock.lap("prepare")
         if centres is None:
-            centres = self.localise(images, P, T)
+            centres = self.localise(views)
         else:
             unknown = set(centres) - set(LEVEL_NAMES)
             if unknown:
@@ -318,7 +309,7 @@ class Reconstructor:
             centres = {n: np.asarray(c, float) for n, c in centres.items()}
         clock.lap("localise")
         missing = [n for n in LEVEL_NAMES if n not in centres]
-        grids = self.segment(images, P, centres) if centres else {}
+        grids = self.segment(views, centres) if centres else {}
         if self.refine and grids:
             # Re-centre each grid on the box of what it found (the coarse grid's voxels are
             # several mm, and a box cut by the grid's edge moves towards the missing part).
@@ -326,7 +317,7 @@ class Reconstructor:
                 mask = surface.largest_component(prob >= 0.5)
                 if mask.any():
                     centres[name] = box_centre(mask, affine)
-            grids = self.segment(images, P, centres)
+            grids = self.segment(views, centres)
         clock.lap("segment")
         vertebrae = {}
         notes = []
@@ -366,6 +357,13 @@ class Reconstructor:
             weights_sha256=self.weights_sha256,
             notes=notes,
         )
+
+
+def fine_source_size(fine_cfg: dict, image_size: int) -> int | None:
+    """The working size the fine stage's crops are cut from: None (each shot's own
+    resolution) for weights whose fine stage says `crop_source` "native"; `image_size` for
+    weights trained before that, which saw crops of the resized shots."""
+    return None if fine_cfg.get("crop_source") == "native" else int(image_size)
 
 
 def spine_frame(centres: dict[str, np.ndarray]) -> np.ndarray:

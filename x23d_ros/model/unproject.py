@@ -12,12 +12,17 @@ import torch
 import torch.nn.functional as F
 
 
-def voxel_centres(centre_mm: torch.Tensor, size: int, spacing_mm: float) -> torch.Tensor:
-    """(B, S, S, S, 3) mm coordinates of an axis-aligned S³ grid centred at `centre_mm` (B, 3)."""
-    offsets = (
-        torch.arange(size, dtype=centre_mm.dtype, device=centre_mm.device) - (size - 1) / 2
-    ) * spacing_mm
-    grid = torch.stack(torch.meshgrid(offsets, offsets, offsets, indexing="ij"), dim=-1)
+def voxel_centres(
+    centre_mm: torch.Tensor, size: int | tuple[int, int, int], spacing_mm: float
+) -> torch.Tensor:
+    """(B, X, Y, Z, 3) mm coordinates of an axis-aligned grid of `size` voxels (one side S for
+    S³, or (X, Y, Z)) centred at `centre_mm` (B, 3)."""
+    shape = (size,) * 3 if isinstance(size, int) else tuple(size)
+    axes = [
+        (torch.arange(n, dtype=centre_mm.dtype, device=centre_mm.device) - (n - 1) / 2) * spacing_mm
+        for n in shape
+    ]
+    grid = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1)
     return centre_mm[:, None, None, None, :] + grid[None]
 
 

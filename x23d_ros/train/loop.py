@@ -1,0 +1,177 @@
+"""The training loop: resumable, optionally distributed (`torchrun`).
+
+The run folder holds `config.json`, `checkpoint.pt` (model, optimiser, step, RNG state; written
+atomically every `checkpoint_every` steps), `log.jsonl` (one line per logged step) and
+`curve.png`. Starting again with the same folder continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from x23d_ros.data.dataset import ShotDataset
+from x23d_ros.model.grow import grow_state
+from x23d_ros.model.network import NetConfig, X23DNet
+from x23d_ros.train.batches import make_batch
+from x23d_ros.train.config import TrainConfig, learning_rate
+from x23d_ros.train.curve import plot_curve
+from x23d_ros.train.loss import loss_fn
+from x23d_ros.train.validation import validate
+
+log = logging.getLogger(__name__)
+
+
+def device_auto() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _distributed() -> tuple[int, int, int]:
+    """(rank, local rank, world size) under `torchrun`; (0, 0, 1) otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 0, 1
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), int(os.environ.get("LOCAL_RANK", "0")), world
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Run (or continue) training; return the run folder.
+
+    Under `torchrun --nproc_per_node N` (N GPUs, or N CPU processes with gloo) the model is
+    wrapped in DistributedDataParallel: each rank draws its own cases, gradients are averaged,
+    and rank 0 alone writes the log and the checkpoint (which holds every rank's RNG state).
+    """
+    rank, local_rank, world = _distributed()
+    out = Path(cfg.out)
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(cfg.to_json())
+    device = device_auto()
+    if device.type == "cuda":
+        device = torch.device("cuda", local_rank)
+    torch.manual_seed(cfg.seed)
+    model = X23DNet(cfg.net).to(device)
+    optimiser = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    rng = np.random.default_rng(cfg.seed if world == 1 else [cfg.seed, rank])
+    step = 0
+    checkpoint = out / "checkpoint.pt"
+    if checkpoint.exists():
+        state = torch.load(checkpoint, map_location=device, weights_only=True)
+        model.load_state_dict(state["model"])
+        optimiser.load_state_dict(state["optimiser"])
+        step = int(state["step"])
+        rngs = json.loads(state.get("rng_ranks", "null")) or [state["rng"]]
+        if len(rngs) == world:
+            rng.bit_generator.state = json.loads(rngs[rank])
+        log.info("resuming %s at step %d", out, step)
+    elif cfg.init:
+        model.load_state_dict(initial_state(Path(cfg.init), cfg))
+        log.info("starting %s from %s", out, cfg.init)
+    net = model
+    if world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[local_rank] if device.type == "cuda" else None
+        )
+    dataset = ShotDataset(cfg.data, cfg.domain)
+    val = ShotDataset(cfg.val, cfg.domain) if cfg.val and rank == 0 else None
+    bar = tqdm(total=cfg.steps, initial=step, desc="train", unit="step", disable=rank != 0)
+    start = time.perf_counter()
+    log_file = open(out / "log.jsonl", "a") if rank == 0 else None  # noqa: SIM115
+    try:
+        while step < cfg.steps:
+            batch = make_batch(dataset[int(rng.integers(len(dataset)))], cfg, rng, train=True)
+            autocast = torch.autocast(
+                device.type, dtype=torch.bfloat16, enabled=device.type == "cuda" or cfg.bf16
+            )
+            with autocast:
+                logits = net(
+                    batch["images"].to(device), batch["P"].to(device), batch["points"].to(device)
+                )
+            loss = loss_fn(logits, batch["target"].to(device))
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            for group in optimiser.param_groups:
+                group["lr"] = learning_rate(cfg, step)
+            optimiser.step()
+            step += 1
+            bar.update()
+            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                rngs = [json.dumps(rng.bit_generator.state)]
+                if world > 1:
+                    import torch.distributed as dist
+
+                    rngs = [None] * world
+                    dist.all_gather_object(rngs, json.dumps(rng.bit_generator.state))
+                if rank == 0:
+                    _save(checkpoint, model, optimiser, step, rngs)
+            if log_file is None:
+                continue
+            record: dict = {}
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                record = {
+                    "step": step,
+                    "loss": loss.item(),
+                    "lr": learning_rate(cfg, step - 1),
+                    "seconds": round(time.perf_counter() - start, 1),
+                    "world_size": world,
+                }
+            if val is not None and (step % cfg.val_every == 0 or step == cfg.steps):
+                record = {**record, "step": step, "val": validate(model, val, cfg, device)["mean"]}
+            if record:
+                log_file.write(json.dumps(record) + "\n")
+                log_file.flush()
+    finally:
+        if log_file is not None:
+            log_file.close()
+    bar.close()
+    if rank == 0:
+        plot_curve(out / "log.jsonl", out / "curve.png")
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+    return out
+
+
+def initial_state(path: Path, cfg: TrainConfig) -> dict[str, torch.Tensor]:
+    """The weights a new run of `cfg` starts from: those at `path` (a run's checkpoint.pt, or a
+    weights file's network of `cfg.stage`), grown to `cfg.net` when they are smaller."""
+    source = torch.load(path, map_location="cpu", weights_only=True)
+    if "model" in source:
+        state, net = source["model"], source["net"]
+    elif cfg.stage in source:
+        state, net = source[cfg.stage]["state_dict"], source[cfg.stage]["net"]
+    else:
+        raise ValueError(f"{path} is neither a checkpoint nor weights with a {cfg.stage} stage")
+    old = NetConfig(**net)
+    if old == cfg.net:
+        return state
+    return grow_state(state, old, cfg.net, torch.Generator().manual_seed(cfg.seed))
+
+
+def _save(path: Path, model, optimiser, step: int, rngs: list[str]) -> None:
+    """Write the checkpoint atomically (temporary file, then rename)."""
+    tmp = path.with_suffix(".tmp")
+    torch.save(
+        {
+            "model": model.state_dict(),
+            "optimiser": optimiser.state_dict(),
+            "step": step,
+            "rng": rngs[0],
+            "rng_ranks": json.dumps(rngs),
+            "net": model.config.as_dict(),
+        },
+        tmp,
+    )
+    os.replace(tmp, path)
