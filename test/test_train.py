@@ -97,6 +97,8 @@ def test_the_fine_stage_trains_on_vertebra_crops_and_exports_with_the_coarse(sha
     mixed = Reconstructor(tmp_path / "w2.pt", device="cpu")
     assert (mixed.centre_offsets == 2.0).all()
     assert mixed.fine_cfg["steps"] == 3 and mixed.coarse_cfg["steps"] == 2
+    # The fine stage says where its crops come from, so inference cuts them the same way.
+    assert mixed.fine_cfg["crop_source"] == "native"
     with pytest.raises(ValueError, match="48²"):
         export_weights(tmp_path / "calibrated.pt", tmp_path / "fine", tmp_path / "w3.pt", 64)
     # A retrained coarse stage in front of the fine stage of a weights file.
@@ -223,3 +225,41 @@ def test_the_command_line_overrides_a_config_file_and_keeps_its_validation_set(t
     assert (cfg.val, cfg.steps) == ("w", 7)
     plain = config_from_args(parser.parse_args(["--data", "d", "--out", "o"]))
     assert (plain.val, plain.stage) == (None, "coarse")
+
+
+def test_the_pose_error_turns_the_c_arm_about_the_anatomy_by_a_tracked_c_arms_error():
+    """Rotation alone keeps the pivot on its pixel; with the default sizes, the anatomy 50 mm
+    from the pivot moves by about a millimetre (a tracked C-arm's error), not by the 3 mm per
+    axis of a rotation about the source."""
+    from x23d_ros import geometry as g
+    from x23d_ros.train.batches import jittered_pose
+
+    cfg = TrainConfig(data="-", out="-")
+    K = g.intrinsics(1000.0, 1.0, 300, 300)
+    pivot = np.array([5.0, -3.0, 20.0])
+    T = g.look_at(pivot + np.array([0.0, -600.0, 0.0]), pivot, np.array([0.0, 0.0, 1.0]))
+    rng = np.random.default_rng(0)
+    turned = jittered_pose(T, rng, 2.0, 0.0, pivot)
+    np.testing.assert_allclose(
+        g.project(g.projection_matrix(K, turned), pivot)[0],
+        g.project(g.projection_matrix(K, T), pivot)[0],
+        atol=1e-6,
+    )
+    point = pivot + np.array([30.0, 0.0, 40.0])
+    moved = []
+    for _ in range(400):
+        jittered = jittered_pose(T, rng, cfg.pose_jitter_deg, cfg.pose_jitter_mm, pivot)
+        # Where the C-arm's reported pose puts the point the true pose imaged: the error at
+        # the anatomy, in mm.
+        moved.append(
+            np.linalg.norm(jittered @ np.linalg.inv(T) @ np.append(point, 1) - np.append(point, 1))
+        )
+    assert 0.3 < np.sqrt(np.mean(np.square(moved))) < 1.2
+
+
+def test_a_config_with_a_box_grid_survives_its_json():
+    cfg = TrainConfig(data="d", out="o", stage="fine", grid=(64, 64, 48), net=NetConfig(classes=1))
+    again = TrainConfig.from_json(cfg.to_json())
+    assert again.grid == (64, 64, 48) and again == cfg
+    with pytest.raises(ValueError, match="pose_jitter_pivot"):
+        TrainConfig(data="d", out="o", pose_jitter_pivot="detector")
