@@ -42,6 +42,11 @@ class ShotDataset(Dataset):
         if path not in self._files:
             self._files[path] = h5py.File(path, "r")
         g = self._files[path][name]
+        if self.domain not in g:
+            raise KeyError(
+                f"{path} case {name} has no {self.domain} shots (a synthetic-only run?); "
+                f"it holds {[d for d in DOMAINS if d in g]}"
+            )
         # Any order, repeats allowed: index in numpy (h5py wants increasing indices); a case's
         # shots are about a megabyte.
         pick = slice(None) if self.views is None else np.asarray(self.views)

@@ -4,7 +4,8 @@
         labels        (I, J, K) uint8, gzip; attrs: affine (4, 4) voxel → mm (LPS), levels
         centres_mm    (5, 3) float64, L1..L5 label centroids (NaN where a level is missing)
         synthetic     (V, H, W) float16: bone-only line integrals μ·L (the X23D domain)
-        realistic     (V, H, W) uint8: fluoroscopy display values × 255
+        realistic     (V, H, W) uint8: fluoroscopy display values × 255 (absent from a
+                      synthetic-only run: `x23d simulate --synthetic-only`)
         K             (V, 3, 3) float64, pixels
         T_ref_source  (V, 4, 4) float64, mm
         view_kinds    (V,) str; effects (V,) JSON str; instruments JSON str (group attr)
@@ -39,7 +40,7 @@ class Case:
     affine: np.ndarray
     centres_mm: np.ndarray
     synthetic: np.ndarray
-    realistic: np.ndarray
+    realistic: np.ndarray | None
     K: np.ndarray
     T_ref_source: np.ndarray
     view_kinds: list[str]
@@ -67,7 +68,8 @@ def write_case(
     labels.attrs["levels"] = json.dumps(LEVELS)
     put("centres_mm", case.centres_mm.astype(np.float64))
     put("synthetic", case.synthetic.astype(np.float16), compression="gzip", chunks=True)
-    put("realistic", case.realistic.astype(np.uint8), compression="gzip", chunks=True)
+    if case.realistic is not None:
+        put("realistic", case.realistic.astype(np.uint8), compression="gzip", chunks=True)
     put("K", case.K.astype(np.float64))
     put("T_ref_source", case.T_ref_source.astype(np.float64))
     put("view_kinds", np.array(case.view_kinds, dtype=h5py.string_dtype()))
@@ -93,7 +95,7 @@ def read_case(h5: h5py.File, name: str) -> Case:
         affine=g["labels"].attrs["affine"],
         centres_mm=g["centres_mm"][()],
         synthetic=g["synthetic"][()].astype(np.float32),
-        realistic=g["realistic"][()].astype(np.float32) / 255.0,
+        realistic=g["realistic"][()].astype(np.float32) / 255.0 if "realistic" in g else None,
         K=g["K"][()],
         T_ref_source=g["T_ref_source"][()],
         view_kinds=[k.decode() if isinstance(k, bytes) else k for k in g["view_kinds"][()]],

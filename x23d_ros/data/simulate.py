@@ -31,9 +31,12 @@ from x23d_ros.data.shards import (
     write_case,
 )
 from x23d_ros.poses import CONFIGURATIONS, sample_views
-from x23d_ros.xray.render import RenderParams, render_shots
+from x23d_ros.xray.render import RenderParams, cast, render_shots
 
 log = logging.getLogger(__name__)
+
+
+SIMULATED_DOMAINS = ("synthetic", "realistic")
 
 
 @dataclass(frozen=True)
@@ -53,8 +56,15 @@ class SimulateConfig:
     distortion: bool = True
     render: RenderParams = field(default_factory=RenderParams)
     generator: str = GENERATOR_VERSION  # source "procedural": which generator draws the spines
+    # Which domains to render: both (the paired data set), or the synthetic one alone (the
+    # anatomy stages train on it; no soft-tissue cast, no fluoroscopy physics).
+    domains: tuple[str, ...] = SIMULATED_DOMAINS
 
     def __post_init__(self) -> None:
+        if self.domains not in (SIMULATED_DOMAINS, ("synthetic",)):
+            raise ValueError(
+                f"domains must be {SIMULATED_DOMAINS} or ('synthetic',), not {self.domains}"
+            )
         if self.generator not in GENERATORS:
             raise ValueError(f"generator must be one of {GENERATORS}, not {self.generator!r}")
 
@@ -115,17 +125,33 @@ def simulate_case(index: int, config: SimulateConfig) -> tuple[Case, list[dict],
     K = np.stack([p.intrinsics(config.image_size) for p in poses])
     T = np.stack([p.T_ref_source for p in poses])
     pixel_mm = np.array([p.detector_mm / config.image_size for p in poses])
-    shots = render_shots(
-        anatomy, K, T, config.image_size, pixel_mm, rng, config.render, distortion=config.distortion
-    )
+    if "realistic" in config.domains:
+        shots = render_shots(
+            anatomy,
+            K,
+            T,
+            config.image_size,
+            pixel_mm,
+            rng,
+            config.render,
+            distortion=config.distortion,
+        )
+        realistic = np.round(shots.realistic * 255.0)
+        effects, instruments = [e.as_dict() for e in shots.effects], shots.instruments
+        synthetic = shots.synthetic
+    else:
+        synthetic = cast(
+            anatomy, None, None, K, T, config.image_size, config.render, synthetic_only=True
+        )[0].numpy()
+        realistic, effects, instruments = None, None, []
     labels, affine = crop_labels(anatomy.labels, anatomy.affine)
     case = Case(
         name=f"case_{index:06d}",
         labels=labels,
         affine=affine,
         centres_mm=centres_array(centres),
-        synthetic=shots.synthetic,
-        realistic=np.round(shots.realistic * 255.0),
+        synthetic=synthetic,
+        realistic=realistic,
         K=K,
         T_ref_source=T,
         view_kinds=[p.kind for p in poses],
@@ -139,7 +165,7 @@ def simulate_case(index: int, config: SimulateConfig) -> tuple[Case, list[dict],
             "centring": config.centring,
         },
     )
-    return case, [e.as_dict() for e in shots.effects], shots.instruments
+    return case, effects, instruments
 
 
 def shard_path(out: Path, shard: int) -> Path:
@@ -173,6 +199,7 @@ def run_attrs(config: SimulateConfig) -> dict:
         "spacing_mm": config.spacing_mm,
         "centring": config.centring,
         "views": config.views,
+        "domains": list(config.domains),
     }
 
 
@@ -183,7 +210,10 @@ def check_resumable(shard: Path, config: SimulateConfig) -> None:
     want = run_attrs(config)
     with h5py.File(shard, "r") as h5:
         first = h5[sorted(h5.keys())[0]]
-        have = {k: first.attrs.get(k) for k in want} | {"views": first["synthetic"].shape[0]}
+        have = {k: first.attrs.get(k) for k in want} | {
+            "views": first["synthetic"].shape[0],
+            "domains": [d for d in SIMULATED_DOMAINS if d in first],
+        }
         if have["centring"] is None:
             have["centring"] = "spine"
     differ = {k: (have[k], v) for k, v in want.items() if have[k] != v}
@@ -265,6 +295,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "heterogeneity and CT scan ranges that end inside the lumbar spine",
     )
     parser.add_argument("--no-distortion", action="store_true", help="no image-intensifier warp")
+    parser.add_argument(
+        "--synthetic-only",
+        action="store_true",
+        help="render the synthetic domain alone (what the anatomy stages train on): no "
+        "soft-tissue cast and no fluoroscopy physics",
+    )
     parser.add_argument("--preview", type=Path, help="draw the first case's shots into this PNG")
 
 
@@ -284,6 +320,7 @@ def run(args: argparse.Namespace) -> int:
         centring=args.centring,
         distortion=not args.no_distortion,
         generator=args.generator,
+        domains=("synthetic",) if args.synthetic_only else SIMULATED_DOMAINS,
     )
     paths = simulate(config, workers=args.workers)
     log.info("%d cases in %d shards under %s", config.cases, len(paths), config.out)
