@@ -146,7 +146,7 @@ class Reconstructor:
     """Load once, reconstruct many times. `device`: "auto" (CUDA when present), "cpu", "cuda".
 
     `refine` runs the fine stage a second time on grids re-centred on what the first pass
-    found; with the shipped weights it changes the held-out F1 by +0.001 and doubles the fine
+    found; with the shipped weights it changes the held-out F1 by +0.005 and doubles the fine
     stage's time (bench/results/model.md), so it is off by default."""
 
     def __init__(
