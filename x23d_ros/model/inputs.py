@@ -164,7 +164,7 @@ def fine_inputs(
         K_scale = np.eye(3)
         if factor > 1:
             image = F.avg_pool2d(image[None, None], factor)[0, 0]
-            K_scale = _scaled_K(np.eye(3), 1.0 / factor, 1.0 / factor)
+            K_scale = geometry.crop_resize_intrinsics(np.eye(3), 0.0, 0.0, 1.0 / factor)
         P_t = torch.tensor(K_scale @ P, dtype=torch.float64, device=device)[None]
         per_level = [
             crop_views(
