@@ -334,3 +334,80 @@ def test_a_model_that_fails_at_run_time_is_reported_and_the_shots_are_kept(
         probe.close()
     output = log_path.read_text()
     assert "warm-up failed" in output and "reconstruction failed" in output, output[-3000:]
+
+
+def test_a_reset_during_a_reconstruction_publishes_nothing_of_the_old_session(
+    case, tmp_path, ros_domain_id
+):
+    """#23: `/x23d/reset` while the first session's reconstruction runs (one thread, so it
+    takes seconds): that spine is dropped, never published. The next session's spine is
+    stamped with its newest shot's acquisition time, and `/x23d/session` (latched) names its
+    session, its shots' stamps and the weights."""
+    from std_srvs.srv import Trigger
+
+    from x23d_ros.ros.spine_publisher import SESSION_TOPIC
+
+    env = isolated_ros_env(ros_domain_id)
+    log = open(tmp_path / "bringup.log", "w")  # noqa: SIM115
+    process = start_test_bringup(env, tmp_path / "sessions", log, threads=1)
+    probe = Probe(ros_domain_id)
+    sessions: list[DiagnosticArray] = []
+    probe.node.create_subscription(DiagnosticArray, SESSION_TOPIC, sessions.append, LATCHED)
+    reset = probe.node.create_client(Trigger, "/x23d/reset")
+    try:
+        probe.wait_for_listener()
+        assert probe.spin_until(lambda: probe.latest_diagnostics().get("warm_up_ms"), 120)
+        first = probe.latest_diagnostics()["session"]
+        for i, stamp_s in enumerate((100, 101)):
+            probe.send(case, i, stamp_s)
+        # The third shot starts the reconstruction; reset while it runs.
+        probe.send(case, 2, 102)
+        assert probe.spin_until(
+            lambda: probe.latest_diagnostics().get("state") == "reconstructing", 10
+        ), probe.latest_diagnostics()
+        assert probe.spin_until(reset.service_is_ready, 10)
+        future = reset.call_async(Trigger.Request())
+        assert probe.spin_until(future.done, 30) and future.result().success
+        clouds_before, records_before = len(probe.clouds), len(sessions)
+        # The old reconstruction ends (it counts as run) and is dropped, not published.
+        assert probe.spin_until(
+            lambda: probe.latest_diagnostics().get("reconstructions") == "1", 120
+        ), (tmp_path / "bringup.log").read_text()[-3000:]
+        probe.spin_until(lambda: False, 1.0)
+        second = probe.latest_diagnostics()["session"]
+        assert second != first
+        after = probe.clouds[clouds_before:]
+        assert all(len(c.data) == 0 for c in after), "the old session's spine went out"
+        assert not any(
+            {kv.key: kv.value for kv in r.status[0].values}.get("published") == "true"
+            for r in sessions[records_before:]
+        )
+        assert len(probe.clouds[-1].data) == 0  # what a planner holds now: nothing
+        # On any machine where a reconstruction on one thread outlasts a service call (the
+        # usual case), the reset caught it running: then it was dropped.
+        dropped = probe.latest_diagnostics().get("reconstructions_dropped")
+        log_text = (tmp_path / "bringup.log").read_text()
+        assert dropped == "1" or log_text.index("vertebrae from 3 shots") < log_text.index(
+            "reset:"
+        ), log_text[-3000:]
+
+        for i, stamp_s in enumerate((200, 201)):
+            probe.send(case, i, stamp_s)
+        probe.send(case, 2, 202)
+        assert probe.spin_until(lambda: any(len(c.data) for c in probe.clouds), 180), (
+            tmp_path / "bringup.log"
+        ).read_text()[-3000:]
+        assert probe.spin_until(
+            lambda: sessions and sessions[-1].status[0].values[1].value == "true", 10
+        )
+    finally:
+        stop(process)
+        log.close()
+    cloud = next(c for c in probe.clouds if len(c.data))
+    assert (cloud.header.stamp.sec, cloud.header.stamp.nanosec) == (202, 0)  # the newest shot
+    record = {kv.key: kv.value for kv in sessions[-1].status[0].values}
+    assert record["session"] == second and record["published"] == "true"
+    assert [float(t) for t in record["shot_stamps"].split(",")] == [200.0, 201.0, 202.0]
+    assert record["weights_sha256"] and record["levels"]
+    assert sessions[-1].header.stamp.sec == 202
+    probe.close()

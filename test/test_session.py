@@ -64,9 +64,10 @@ def test_a_session_resumed_after_a_restart_has_every_shot_bit_for_bit(tmp_path):
     shots = [_shot(0), _shot(90, stamp=None)]
     for shot in shots:
         session.add(shot)
+    session_id = session.id
     del session  # the process dies here
-    resumed = ShotSession.resume(tmp_path)
-    assert len(resumed) == 2 and resumed.meta["shots"] == 2
+    resumed, why = ShotSession.resume(tmp_path)
+    assert why == "" and len(resumed) == 2 and resumed.meta["shots"] == 2
     for a, b in zip(shots, resumed.shots, strict=True):
         np.testing.assert_array_equal(a.image, b.image)
         np.testing.assert_array_equal(a.K, b.K)
@@ -74,6 +75,7 @@ def test_a_session_resumed_after_a_restart_has_every_shot_bit_for_bit(tmp_path):
         assert a.stamp == b.stamp
     resumed.add(_shot(45))
     assert len(resumed.shot_set().shots) == 3
+    assert resumed.shot_set().session == resumed.id == session_id
     assert sorted(p.name for p in resumed.folder.iterdir()) == [
         "session.json",
         "shot_000.npz",
@@ -82,4 +84,48 @@ def test_a_session_resumed_after_a_restart_has_every_shot_bit_for_bit(tmp_path):
     ]
     fresh = ShotSession.new(tmp_path)
     assert fresh.folder != resumed.folder and len(fresh) == 0
-    assert ShotSession.resume(tmp_path).folder == fresh.folder
+    assert ShotSession.resume(tmp_path)[0].folder == fresh.folder
+
+
+def test_only_a_recent_session_of_the_same_patient_is_resumed(tmp_path):
+    """#23: a restart the next morning, or for another patient, starts a new session and says
+    why; within the age limit and for the same patient the shots come back."""
+    session = ShotSession.new(tmp_path, patient_id="P-17")
+    session.add(_shot(0))
+    updated = session.meta["updated"]
+    resumed, why = ShotSession.resume(tmp_path, max_age_s=1800, patient_id="P-17", now=updated + 60)
+    assert why == "" and resumed.id == session.id and len(resumed) == 1
+    late, why = ShotSession.resume(tmp_path, max_age_s=1800, now=updated + 12 * 3600)
+    assert late.id != session.id and len(late) == 0 and "old" in why
+    # (the newest session is now the empty one just made: resume the shots' one by age again)
+    late.folder.joinpath("session.json").unlink()
+    late.folder.rmdir()
+    other, why = ShotSession.resume(tmp_path, max_age_s=1800, patient_id="P-18", now=updated + 60)
+    assert other.id != session.id and len(other) == 0 and "P-17" in why
+    assert other.meta["patient_id"] == "P-18"
+
+
+def test_a_damaged_session_is_set_aside_with_its_reason_not_resumed_and_not_deleted(tmp_path):
+    """#23: a session.json cut short by a crash, or a damaged shot file: the folder is renamed
+    with the reason beside it, and a new session starts."""
+    for damage in ("meta", "shot"):
+        root = tmp_path / damage
+        session = ShotSession.new(root)
+        session.add(_shot(0))
+        if damage == "meta":
+            (session.folder / "session.json").write_text('{"id": "x", "shots"')
+        else:
+            (session.folder / "shot_000.npz").write_bytes(b"PK\x03\x04 not a zip")
+        fresh, why = ShotSession.resume(root)
+        assert fresh.id != session.id and len(fresh) == 0 and "cannot be read" in why
+        aside = root / f"{session.folder.name}.set-aside"
+        assert (aside / "shot_000.npz").exists() and not session.folder.exists()
+        assert (aside / "SET_ASIDE.txt").read_text().strip()
+        # The set-aside folder is never picked again.
+        assert ShotSession.resume(root)[0].id == fresh.id
+    # A shot written under its temporary name (a crash mid-write) is no shot.
+    session = ShotSession.new(tmp_path / "tmp")
+    session.add(_shot(0))
+    (session.folder / "shot_001.tmp.npz").write_bytes(b"half")
+    resumed, why = ShotSession.resume(tmp_path / "tmp")
+    assert why == "" and len(resumed) == 1

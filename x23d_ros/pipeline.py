@@ -64,6 +64,7 @@ class Shot:
 class ShotSet:
     shots: list[Shot]
     domain: str = "synthetic"
+    session: str = ""  # the acquisition session the shots belong to (the ROS process's id)
 
     def validate(self) -> None:
         """Raise ShotSetError naming the first problem found."""
@@ -123,6 +124,14 @@ class Reconstruction:
     views: int
     weights_sha256: str = ""
     notes: list[str] = field(default_factory=list)
+    session: str = ""  # the shot set's session
+    shot_stamps: list[float | None] = field(default_factory=list)  # each shot's, in order
+
+    @property
+    def stamp(self) -> float | None:
+        """When the anatomy was imaged: the newest shot's acquisition stamp (s), if any."""
+        stamps = [s for s in self.shot_stamps if s is not None]
+        return max(stamps) if stamps else None
 
 
 def _load_stage(state: dict, device: torch.device) -> X23DNet:
@@ -356,6 +365,8 @@ class Reconstructor:
             views=len(shot_set.shots),
             weights_sha256=self.weights_sha256,
             notes=notes,
+            session=shot_set.session,
+            shot_stamps=[shot.stamp for shot in shot_set.shots],
         )
 
 

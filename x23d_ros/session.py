@@ -4,11 +4,15 @@ Every accepted shot is written at once to the session's folder, so a crash or a 
 nothing and a session can be audited and replayed:
 
     <root>/<session id>/shot_000.npz    image (H, W), K (3, 3), T_ref_source (4, 4) mm, stamp s
-    <root>/<session id>/session.json    id, domain, created, shots, reconstructions run
+    <root>/<session id>/session.json    id, domain, patient_id, created, updated, shots,
+                                        reconstructions run
 
 A shot file is written under a temporary name and renamed, so a half-written shot never
-appears. `ShotSession.resume(root)` reopens the newest session; `reset` starts a new one and
-leaves the old one on disk.
+appears. `ShotSession.resume(root, max_age_s, patient_id)` reopens the newest session only
+while it is recent and the same patient's (a restart the next morning must not reconstruct
+yesterday's patient); a session folder that cannot be read is set aside (renamed
+`<id>.set-aside`, with the reason in `SET_ASIDE.txt`), never deleted. `reset` starts a new
+session and leaves the old one on disk.
 """
 
 from __future__ import annotations
@@ -113,40 +117,106 @@ def check_shot(
             )
 
 
+class SessionError(ValueError):
+    """A session folder that cannot be read back; the message says what is wrong."""
+
+
 class ShotSession:
     """The shots of one reconstruction, persisted in `folder` as they are added."""
 
-    def __init__(self, folder: Path, domain: str = "synthetic") -> None:
+    def __init__(self, folder: Path, domain: str = "synthetic", patient_id: str = "") -> None:
+        """Open (or create) the session in `folder`; SessionError if what is there cannot be
+        read (a damaged session.json or shot file)."""
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         meta_path = self.folder / "session.json"
         if meta_path.exists():
-            self.meta = json.loads(meta_path.read_text())
+            try:
+                self.meta = json.loads(meta_path.read_text())
+                if not isinstance(self.meta, dict) or "id" not in self.meta:
+                    raise ValueError("no session id")
+            except (ValueError, OSError) as error:
+                raise SessionError(f"{meta_path}: {error}") from error
         else:
+            now = time.time()
             self.meta = {
                 "id": self.folder.name,
                 "domain": domain,
-                "created": time.time(),
+                "patient_id": patient_id,
+                "created": now,
+                "updated": now,
                 "reconstructions": 0,
             }
-        self.shots: list[Shot] = [self._read(p) for p in sorted(self.folder.glob("shot_*.npz"))]
-        self._write_meta()
+        self.shots: list[Shot] = []
+        for path in sorted(self.folder.glob("shot_*.npz")):
+            if path.name.endswith(".tmp.npz"):
+                continue  # a write that a crash cut short: never renamed, never accepted
+            try:
+                self.shots.append(self._read(path))
+            except Exception as error:  # numpy raises many kinds on a damaged archive
+                raise SessionError(f"{path}: {error!r}") from error
+        self._write_meta(touch=False)
+
+    @property
+    def id(self) -> str:
+        return str(self.meta["id"])
 
     @classmethod
-    def new(cls, root: Path, domain: str = "synthetic") -> ShotSession:
+    def new(cls, root: Path, domain: str = "synthetic", patient_id: str = "") -> ShotSession:
         """A new, empty session in a fresh folder under `root`."""
         root = Path(root)
         stamp = time.strftime("%Y%m%d-%H%M%S")
         n = 0
-        while (root / f"{stamp}-{n:02d}").exists():
+        while any(root.glob(f"{stamp}-{n:02d}*")):  # set-aside folders keep their ids too
             n += 1
-        return cls(root / f"{stamp}-{n:02d}", domain)
+        return cls(root / f"{stamp}-{n:02d}", domain, patient_id)
 
     @classmethod
-    def resume(cls, root: Path, domain: str = "synthetic") -> ShotSession:
-        """The newest session under `root` with its shots, or a new one if there is none."""
-        folders = sorted(p for p in Path(root).glob("*") if (p / "session.json").exists())
-        return cls(folders[-1]) if folders else cls.new(root, domain)
+    def resume(
+        cls,
+        root: Path,
+        domain: str = "synthetic",
+        max_age_s: float = float("inf"),
+        patient_id: str = "",
+        now: float | None = None,
+    ) -> tuple[ShotSession, str]:
+        """The newest session under `root` with its shots if it may be continued, else a new
+        one; with the reason a new one was started ("" when resumed).
+
+        A session is continued only if its last shot or reconstruction is at most `max_age_s`
+        old and, when `patient_id` is given, it is that patient's. A newest folder that cannot
+        be read is set aside (renamed, with the reason in SET_ASIDE.txt) and a new session
+        started.
+        """
+        now = time.time() if now is None else now
+        folders = sorted(
+            p
+            for p in Path(root).glob("*")
+            if ".set-aside" not in p.name and (p / "session.json").exists()
+        )
+        if not folders:
+            return cls.new(root, domain, patient_id), "no earlier session"
+        newest = folders[-1]
+        try:
+            session = cls(newest)
+        except SessionError as error:
+            aside = set_aside(newest, str(error))
+            why = f"session {newest.name} cannot be read ({error}); set aside as {aside.name}"
+            return cls.new(root, domain, patient_id), why
+        age = now - float(session.meta.get("updated", session.meta.get("created", 0.0)))
+        if age > max_age_s:
+            why = f"session {session.id} is {age:.0f} s old (resume_max_age_s {max_age_s:g})"
+            return cls.new(root, domain, patient_id), why
+        if patient_id and session.meta.get("patient_id", "") != patient_id:
+            why = (
+                f"session {session.id} is patient {session.meta.get('patient_id') or '(none)'!r}"
+                f", not {patient_id!r}"
+            )
+            return cls.new(root, domain, patient_id), why
+        if session.meta.get("domain", domain) != domain:
+            why = f"session {session.id} holds {session.meta.get('domain')} shots, not {domain}"
+            return cls.new(root, domain, patient_id), why
+        return session, ""
 
     def add(self, shot: Shot) -> int:
         """Persist `shot` (atomically) and return its index."""
@@ -170,7 +240,7 @@ class ShotSession:
         self._write_meta()
 
     def shot_set(self) -> ShotSet:
-        return ShotSet(list(self.shots), self.meta["domain"])
+        return ShotSet(list(self.shots), self.meta["domain"], session=self.id)
 
     def __len__(self) -> int:
         return len(self.shots)
@@ -181,8 +251,24 @@ class ShotSession:
             stamp = float(z["stamp"])
             return Shot(z["image"], z["K"], z["T_ref_source"], None if np.isnan(stamp) else stamp)
 
-    def _write_meta(self) -> None:
+    def _write_meta(self, touch: bool = True) -> None:
         self.meta["shots"] = len(self.shots)
+        if touch:
+            self.meta["updated"] = time.time()
         tmp = self.folder / "session.json.tmp"
         tmp.write_text(json.dumps(self.meta, indent=1))
         os.replace(tmp, self.folder / "session.json")
+
+
+def set_aside(folder: Path, reason: str) -> Path:
+    """Rename a session folder that cannot be used to `<name>.set-aside` (numbered if taken),
+    with `reason` in its SET_ASIDE.txt; nothing in it is deleted. Returns the new path."""
+    folder = Path(folder)
+    target = folder.with_name(folder.name + ".set-aside")
+    n = 1
+    while target.exists():
+        target = folder.with_name(f"{folder.name}.set-aside-{n}")
+        n += 1
+    os.replace(folder, target)
+    (target / "SET_ASIDE.txt").write_text(reason + "\n")
+    return target

@@ -26,15 +26,19 @@ class Pipeline:
         self.reconstructor = ReconstructorNode(
             on_result=self.publisher.publish, on_active=self.publisher.set_active
         )
-        self.listener = CArmListener(
-            on_shot_set=self.reconstructor.submit,
-            on_reset=lambda: self.publisher.withdraw("reset"),
-        )
+        self.listener = CArmListener(on_shot_set=self.reconstructor.submit, on_reset=self.reset)
+        self.publisher.set_session(self.listener.session.id)
         self.nodes = (self.listener, self.reconstructor, self.publisher)
         if self.reconstructor.p.autostart and not self.reconstructor.start():
             self.reconstructor.get_logger().error(
                 "autostart failed; the reconstructor stays inactive (see last_error in diagnostics)"
             )
+
+    def reset(self, session: str) -> None:
+        """A new session: the reconstructor drops the old one's waiting shot set, and the
+        publisher withdraws its spine and refuses any of its reconstructions still running."""
+        self.reconstructor.cancel(session)
+        self.publisher.withdraw("reset", session=session)
 
     def status(self) -> dict[str, str]:
         r = self.reconstructor

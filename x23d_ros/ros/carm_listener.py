@@ -6,8 +6,11 @@ stamp, through tf2_ros or, where it is not installed, `ros.tf_reader`); pairs th
 (`ros.sync.StampMatcher`); checks each shot (`session.check_shot`); writes every accepted shot
 to the session folder at once. At `views_required` shots, on `/x23d/reconstruct`, and for every
 shot added after that, it hands the whole set to `on_shot_set` (the reconstructor, in the same
-process). `/x23d/reset` starts a new session. A bad message is logged with its reason and
-counted (`rejections`); it never stops the node nor touches the shots already collected.
+process). `/x23d/reset` starts a new session (and the reconstructor drops the old one's work).
+At start it resumes the newest session only if it is younger than `resume_max_age_s` and, with
+`patient_id` set, that patient's; else it starts a new one and logs why. A bad message is
+logged with its reason and counted (`rejections`); it never stops the node nor touches the
+shots already collected.
 
 `input_qos`: `reliable` (depth 10) or `sensor_data` (best effort, REP 2003). A publisher whose
 QoS cannot match a subscription delivers nothing, silently: every incompatible-QoS event is
@@ -53,7 +56,15 @@ PARAMS = (
     Param("min_view_separation_deg", 5.0, "refuse a view this close to one collected", 0.0, 90.0),
     Param("views_required", 3, "shots that trigger a reconstruction", MIN_SHOTS, 8),
     Param("session_dir", "~/.ros/x23d_sessions", "where accepted shots are persisted"),
-    Param("resume_session", True, "continue the newest session found in session_dir"),
+    Param("resume_session", True, "continue the newest session found in session_dir, if recent"),
+    Param(
+        "resume_max_age_s",
+        1800.0,
+        "resume only a session whose last shot or reconstruction is at most this old",
+        0.0,
+        1e9,
+    ),
+    Param("patient_id", "", "when set, resume only this patient's session; stored with the shots"),
     Param("domain", "synthetic", "what the shots look like: synthetic or realistic"),
 )
 
@@ -90,22 +101,25 @@ class CArmListener(Node):
     def __init__(
         self,
         on_shot_set: Callable[[ShotSet], None] | None = None,
-        on_reset: Callable[[], None] | None = None,
+        on_reset: Callable[[str], None] | None = None,
     ) -> None:
         super().__init__("carm_listener")
         self.p = declare(self, PARAMS)
         self.on_shot_set = on_shot_set or (lambda _: None)
-        self.on_reset = on_reset or (lambda: None)
+        self.on_reset = on_reset or (lambda _: None)
         self.rejections: Counter[str] = Counter()
         self.incompatible_qos: Counter[str] = Counter()
         self.checks = ShotChecks(self.p.min_view_separation_deg, self.p.max_pose_age_s)
         root = Path(self.p.session_dir).expanduser()
-        self.session = (
-            ShotSession.resume(root, self.p.domain)
-            if self.p.resume_session
-            else ShotSession.new(root, self.p.domain)
-        )
-        if len(self.session):
+        if self.p.resume_session:
+            self.session, why = ShotSession.resume(
+                root, self.p.domain, self.p.resume_max_age_s, self.p.patient_id
+            )
+        else:
+            self.session, why = ShotSession.new(root, self.p.domain, self.p.patient_id), "off"
+        if why:
+            self.get_logger().info(f"new session {self.session.id}; not resumed: {why}")
+        else:
             self.get_logger().info(
                 f"resumed session {self.session.folder} with {len(self.session)} shots"
             )
@@ -267,9 +281,11 @@ class CArmListener(Node):
 
     def _srv_reset(self, _request, response):
         old = self.session.folder
-        self.session = ShotSession.new(Path(self.p.session_dir).expanduser(), self.p.domain)
+        self.session = ShotSession.new(
+            Path(self.p.session_dir).expanduser(), self.p.domain, self.p.patient_id
+        )
         try:
-            self.on_reset()
+            self.on_reset(self.session.id)
         except Exception as error:  # the new session stands; say what the outputs could not do
             self.get_logger().error(f"reset: the published spine was not withdrawn: {error!r}")
         response.success = True

@@ -131,6 +131,18 @@ class ReconstructorNode(LifecycleNode):
                 )
             self._wake.notify()
 
+    def cancel(self, session: str) -> None:
+        """A new session began: drop a waiting shot set of any other session (one already
+        running finishes; the publisher refuses its result)."""
+        with self._wake:
+            pending = self._pending
+            if pending is not None and pending.session != session:
+                self._pending = None
+                self.get_logger().info(
+                    f"session {session}: the waiting shot set of session "
+                    f"{pending.session or '(none)'} dropped"
+                )
+
     def busy(self) -> bool:
         return self.active and self._pending is not None
 

@@ -10,6 +10,13 @@ the spine, in `reference_frame`, in metres:
   registration `registration_parent → reference_frame`, and a frame per vertebra), re-sent whole
   when it changes, as tf2's static broadcaster does.
 - points, markers, one shape_msgs/Mesh per level, and the vertebra frames as a PoseArray.
+- `/x23d/session` (latched diagnostic_msgs/DiagnosticArray): which session, which shots (their
+  acquisition stamps) and which weights the published spine comes from, or that the current
+  session has nothing published yet.
+Every output's `header.stamp` is the newest shot's acquisition stamp: when the anatomy was
+imaged, not when it was computed (the latency is in diagnostics). Only the current session's
+spine is published: a reconstruction that finishes after `/x23d/reset` (or any new session)
+is dropped with a log line (`set_session`).
 Diagnostics (1 Hz) say the state, the shots collected, the rejections by reason, incompatible
 QoS, the last latency per stage, the device and the weights.
 """
@@ -27,6 +34,7 @@ from moveit_msgs.msg import CollisionObject
 from rclpy.event_handler import PublisherEventCallbacks, QoSPublisherMatchedInfo
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.time import Time
 from sensor_msgs.msg import PointCloud2
 from shape_msgs.msg import Mesh
 from tf2_msgs.msg import TFMessage
@@ -64,6 +72,7 @@ COLLISION_QOS = QoSProfile(
     durability=DurabilityPolicy.TRANSIENT_LOCAL,
 )
 TF_STATIC_QOS = LATCHED  # what tf2_ros.StaticTransformBroadcaster offers
+SESSION_TOPIC = "/x23d/session"
 
 
 @contextmanager
@@ -97,6 +106,7 @@ class SpinePublisher(Node):
             name: self.create_publisher(Mesh, f"{prefix}/{name}/mesh", LATCHED) for name in LEVELS
         }
         self.diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.session_topic = self.create_publisher(DiagnosticArray, SESSION_TOPIC, LATCHED)
         self.collision = None
         if self.p.collision_object_topic:
             self.collision = self.create_publisher(
@@ -126,17 +136,27 @@ class SpinePublisher(Node):
         self.frames_sent: list[str] = []
         self.published = 0
         self.resent = 0
+        self.dropped = 0  # reconstructions of a session no longer current
+        self.session = ""  # the current session ("": any, until one is set)
         self._lock = threading.Lock()
         self._send_tf([])
         self.create_timer(self.p.diagnostics_period_s, self._diagnose)
 
     def publish(self, recon: Reconstruction) -> bool:
-        """Publish `recon` on every output; False (nothing sent) while inactive."""
-        stamp = self.get_clock().now().to_msg()
+        """Publish `recon` on every output, stamped with its newest shot's acquisition time;
+        False (nothing sent) while inactive or when `recon` is not the current session's."""
+        stamp = self._stamp(recon.stamp)
         frame = self.p.reference_frame
         with self._lock, gc_paused():
             if not self.active:
                 self.get_logger().info("inactive: reconstruction not published")
+                return False
+            if self.session and recon.session != self.session:
+                self.dropped += 1
+                self.get_logger().warning(
+                    f"reconstruction of session {recon.session or '(none)'} dropped: "
+                    f"session {self.session} is current"
+                )
                 return False
             level_meshes = sm.meshes(recon)  # built once for the three outputs that carry them
             for name, message in level_meshes.items():
@@ -154,14 +174,25 @@ class SpinePublisher(Node):
             self._send_tf(ps.vertebra_transforms(recon, frame, stamp, prefix))
             self.points.publish(sm.point_cloud(recon, frame, stamp))  # last: it marks "complete"
             self.published += 1
+            self._send_session(recon, stamp)
         return True
 
-    def withdraw(self, reason: str) -> None:
+    def set_session(self, session: str) -> None:
+        """Make `session` the current one without withdrawing anything (at start)."""
+        with self._lock:
+            self.session = session
+            self._send_session(None, self.get_clock().now().to_msg())
+
+    def withdraw(self, reason: str, session: str | None = None) -> None:
         """Take the spine back from planners: REMOVE every collision object, drop the vertebra
-        frames from /tf_static, clear the markers and publish an empty cloud."""
+        frames from /tf_static, clear the markers and publish an empty cloud. With `session`,
+        that session becomes the current one in the same step: no reconstruction of the old
+        one can be published after this returns."""
         stamp = self.get_clock().now().to_msg()
         frame = self.p.reference_frame
         with self._lock:
+            if session is not None:
+                self.session = session
             if self.collision is not None:
                 for message in ps.removals(self.objects, frame, stamp):
                     self.collision.publish(message)
@@ -176,7 +207,42 @@ class SpinePublisher(Node):
                 vertebrae={}, missing=list(LEVELS), timings_ms={}, device="", views=0
             )
             self.points.publish(sm.point_cloud(nothing, frame, stamp))
+            self._send_session(None, stamp)
         self.get_logger().info(f"{reason}: {removed} collision objects removed")
+
+    def _stamp(self, seconds: float | None):
+        """A message stamp for `seconds` (an acquisition time), or now when there is none."""
+        if seconds is None:
+            return self.get_clock().now().to_msg()
+        return Time(nanoseconds=round(seconds * 1e9)).to_msg()
+
+    def _send_session(self, recon: Reconstruction | None, stamp) -> None:
+        """The latched session record: what the published spine (if any) comes from (caller
+        holds the lock)."""
+        values = {"session": self.session, "published": "false"}
+        if recon is not None:
+            values.update(
+                published="true",
+                session=recon.session,
+                shots=str(len(recon.shot_stamps)),
+                shot_stamps=",".join("" if t is None else f"{t:.9f}" for t in recon.shot_stamps),
+                weights_sha256=recon.weights_sha256,
+                levels=",".join(recon.vertebrae),
+            )
+        status = DiagnosticStatus(
+            level=DiagnosticStatus.OK,
+            name="x23d_ros: session",
+            hardware_id="x23d_ros",
+            message=(
+                f"spine of session {values['session']}"
+                if recon is not None
+                else f"session {self.session}: nothing published"
+            ),
+            values=[KeyValue(key=k, value=v) for k, v in values.items()],
+        )
+        self.session_topic.publish(
+            DiagnosticArray(header=sm.header(self.p.reference_frame, stamp), status=[status])
+        )
 
     def set_active(self, active: bool) -> None:
         """Follow the reconstructor's lifecycle: deactivation withdraws the spine and stops
@@ -215,6 +281,7 @@ class SpinePublisher(Node):
             "collision_objects": ",".join(self.objects),
             "tf_static_frames": ",".join(self.frames_sent),
             "collision_objects_resent": str(self.resent),
+            "reconstructions_dropped": str(self.dropped),
             **self.status(),
         }
         warn = any(k.startswith("incompatible_qos.") for k in values) or values.get("last_error")
