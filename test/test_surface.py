@@ -86,12 +86,13 @@ def test_written_ply_and_stl_meshes_read_back_in_open3d(tmp_path):
 
     points, affine = _grid(24)
     vertices, faces = surface.mesh_from_probability(_soft_ball(points, [1, 2, 3], 9.0), affine)
-    surface.write_ply(tmp_path / "ball.ply", vertices, faces)
+    surface.write_mesh(tmp_path / "ball.ply", vertices, faces)
     mesh = o3d.io.read_triangle_mesh(str(tmp_path / "ball.ply"))
     np.testing.assert_allclose(np.asarray(mesh.vertices), vertices, atol=1e-4)
     np.testing.assert_array_equal(np.asarray(mesh.triangles), faces)
     assert mesh.is_watertight()
-    surface.write_stl(tmp_path / "ball.stl", vertices, faces)
+    surface.write_mesh(tmp_path / "ball.stl", vertices, faces)
+    assert (tmp_path / "ball.stl").stat().st_size == 84 + 50 * len(faces)  # binary STL
     stl = o3d.io.read_triangle_mesh(str(tmp_path / "ball.stl"))
     assert len(stl.triangles) == len(faces)
     # STL repeats each triangle's corners: the same triangles, as coordinates.
@@ -99,3 +100,33 @@ def test_written_ply_and_stl_meshes_read_back_in_open3d(tmp_path):
     np.testing.assert_allclose(
         np.sort(corners.reshape(-1, 3), 0), np.sort(vertices[faces].reshape(-1, 3), 0), atol=1e-4
     )
+
+
+def test_a_collision_mesh_is_decimated_to_its_budget_and_encloses_the_surface_by_the_padding():
+    """#23: the planner's mesh holds at most `max_triangles` and lies outside the reconstructed
+    surface everywhere by about `padding_mm` (the unsafe direction is inwards); padding 0 and
+    no budget leave the surface as it is."""
+    import open3d as o3d
+
+    points, affine = _grid(48)
+    vertices, faces = surface.mesh_from_probability(_soft_ball(points, [1, 2, 3], 14.0), affine)
+    assert len(faces) > 3000
+    same = surface.collision_mesh(vertices, faces, padding_mm=0.0, max_triangles=0)
+    np.testing.assert_array_equal(same[0], vertices)
+    np.testing.assert_array_equal(np.sort(same[1], 1), np.sort(faces, 1))  # wound outwards
+    for padding in (0.0, 2.0):
+        v, f = surface.collision_mesh(vertices, faces, padding_mm=padding, max_triangles=800)
+        assert 0 < len(f) <= 800
+        scene = o3d.t.geometry.RaycastingScene()
+        scene.add_triangles(
+            o3d.core.Tensor(v.astype(np.float32)), o3d.core.Tensor(f.astype(np.uint32))
+        )
+        inside = -scene.compute_signed_distance(
+            o3d.core.Tensor(vertices.astype(np.float32))
+        ).numpy()
+        # Every point of the surface is inside the collision mesh by the padding, less the
+        # decimation's error (under 0.3 mm at 800 triangles on a 14 mm ball).
+        assert inside.min() > padding - 0.3, (padding, inside.min())
+        assert inside.max() < padding + 0.3, (padding, inside.max())
+    with pytest.raises(ValueError, match="padding"):
+        surface.collision_mesh(vertices, faces, padding_mm=-1.0)

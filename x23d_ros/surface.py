@@ -3,6 +3,8 @@
 - `mesh_from_probability`: the largest connected component of {p ≥ ½} (stray islands and
   neighbours' fragments go), marching cubes at ½ on the probability (sub-voxel surface),
   then Taubin smoothing (λ = 0.5, μ = −0.53; shrink-free, Taubin 1995) in millimetres.
+- `collision_mesh`: that surface decimated to a triangle budget and padded outwards, for a
+  planner's collision checking (the visual meshes stay as reconstructed).
 - `sample_points`: area-weighted points on the mesh, each with a confidence
   c = |p(x − δn) − p(x + δn)|, δ one voxel along the face normal n: 1 where the network puts a
   crisp wall between bone and background, near 0 where it hesitates.
@@ -38,6 +40,9 @@ def _to_mm(ijk: np.ndarray, affine: np.ndarray) -> np.ndarray:
 
 
 def _taubin(vertices: np.ndarray, faces: np.ndarray, iterations: int) -> np.ndarray:
+    """Taubin's λ|μ smoothing with uniform weights over each vertex's distinct neighbours.
+    Kept by hand: open3d's `filter_smooth_taubin` (same λ, μ, iterations) left a marching-cubes
+    ball self-intersecting, so not watertight; this one keeps it watertight (test_surface)."""
     n = len(vertices)
     edges = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
     edges = np.concatenate([edges, edges[:, ::-1]])
@@ -50,6 +55,15 @@ def _taubin(vertices: np.ndarray, faces: np.ndarray, iterations: int) -> np.ndar
         for factor in (0.5, -0.53):
             v = v + factor * (adjacency @ v / degree[:, None] - v)
     return v
+
+
+def _o3d_mesh(vertices: np.ndarray, faces: np.ndarray):
+    import open3d as o3d
+
+    return o3d.geometry.TriangleMesh(
+        o3d.utility.Vector3dVector(np.asarray(vertices, np.float64)),
+        o3d.utility.Vector3iVector(np.asarray(faces, np.int32)),
+    )
 
 
 def mask_surface_mm(mask: np.ndarray, affine: np.ndarray) -> np.ndarray:
@@ -80,6 +94,33 @@ def mesh_from_probability(
     if smoothing_iterations:
         verts = _taubin(verts, faces, smoothing_iterations)
     return verts.astype(np.float64), faces.astype(np.int64)
+
+
+def collision_mesh(
+    vertices: np.ndarray, faces: np.ndarray, padding_mm: float = 2.0, max_triangles: int = 2000
+) -> tuple[np.ndarray, np.ndarray]:
+    """A planner's collision mesh of a vertebra's surface (mm): decimated to at most
+    `max_triangles` (quadric error metric, open3d; 0: as it is), then every vertex moved
+    `padding_mm` outwards along its normal. Under-segmentation is the unsafe direction for a
+    collision object; the padding covers the decimation's error and part of the model's."""
+    if padding_mm < 0:
+        raise ValueError(f"padding_mm must be ≥ 0, not {padding_mm}")
+    mesh = _o3d_mesh(vertices, faces)
+    if max_triangles and len(faces) > max_triangles:
+        mesh = mesh.simplify_quadric_decimation(int(max_triangles))
+        mesh.remove_degenerate_triangles()
+        mesh.remove_unreferenced_vertices()
+    v = np.asarray(mesh.vertices).copy()
+    f = np.asarray(mesh.triangles).astype(np.int64)
+    # Wind the triangles outwards (positive enclosed volume; marching cubes winds them in), so
+    # that the normals, and a planner's inside/outside, point the right way.
+    if np.einsum("ij,ij->i", v[f[:, 0]], np.cross(v[f[:, 1]], v[f[:, 2]])).sum() < 0:
+        f = f[:, ::-1].copy()
+    if padding_mm > 0:
+        padded = _o3d_mesh(v, f)
+        padded.compute_vertex_normals()  # area-weighted
+        v += padding_mm * np.asarray(padded.vertex_normals)
+    return v, f
 
 
 def sample_points(
@@ -150,29 +191,12 @@ def anatomical_frame(mask: np.ndarray, affine: np.ndarray, superior: np.ndarray)
     return T
 
 
-def write_ply(path, vertices: np.ndarray, faces: np.ndarray) -> None:
-    """A binary little-endian PLY mesh (vertices in mm), readable by MeshLab, Open3D, Blender."""
-    header = (
-        "ply\nformat binary_little_endian 1.0\n"
-        f"element vertex {len(vertices)}\nproperty float x\nproperty float y\nproperty float z\n"
-        f"element face {len(faces)}\nproperty list uchar int vertex_indices\nend_header\n"
-    )
-    face_rows = np.zeros(len(faces), dtype=[("n", "u1"), ("v", "<i4", (3,))])
-    face_rows["n"], face_rows["v"] = 3, faces
-    with open(path, "wb") as f:
-        f.write(header.encode("ascii"))
-        f.write(np.asarray(vertices, "<f4").tobytes())
-        f.write(face_rows.tobytes())
+def write_mesh(path, vertices: np.ndarray, faces: np.ndarray) -> None:
+    """A binary mesh file in the units of `vertices`, its format from the suffix (open3d):
+    `.ply` (MeshLab, Open3D, Blender), `.stl` (CAD and slicers; a normal per facet), `.obj`."""
+    import open3d as o3d
 
-
-def write_stl(path, vertices: np.ndarray, faces: np.ndarray) -> None:
-    """A binary STL mesh (the units of `vertices`), as CAD and slicers read it."""
-    tri = np.asarray(vertices, float)[faces]
-    normals = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-    normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
-    rows = np.zeros(len(faces), dtype=[("n", "<f4", (3,)), ("v", "<f4", (3, 3)), ("a", "<u2")])
-    rows["n"], rows["v"] = normals, tri
-    with open(path, "wb") as f:
-        f.write(b"x23d_ros vertebra mesh".ljust(80, b" "))
-        f.write(np.uint32(len(faces)).tobytes())
-        f.write(rows.tobytes())
+    mesh = _o3d_mesh(vertices, faces)
+    mesh.compute_triangle_normals()
+    if not o3d.io.write_triangle_mesh(str(path), mesh, write_ascii=False, compressed=False):
+        raise OSError(f"could not write the mesh to {path}")

@@ -8,14 +8,21 @@ so the listener keeps receiving; its result goes to the publisher.
 
 from __future__ import annotations
 
+import signal
 import sys
+import time
 
 import rclpy
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.signals import SignalHandlerOptions
 
 from x23d_ros.ros.carm_listener import CArmListener
 from x23d_ros.ros.reconstructor_node import ReconstructorNode
 from x23d_ros.ros.spine_publisher import SpinePublisher
+
+#: How long a clean shutdown waits after withdrawing the spine, so that reliable subscribers
+#: (MoveIt's planning scene) receive the REMOVEs before the publisher's endpoint disappears.
+SHUTDOWN_FLUSH_S = 0.5
 
 
 class Pipeline:
@@ -74,19 +81,35 @@ class Pipeline:
         return values
 
     def destroy(self) -> None:
+        """A clean shutdown: take the spine back from planners (REMOVE the collision objects,
+        drop the vertebra frames, an empty cloud) and give DDS a moment to deliver that before
+        the nodes go."""
+        try:
+            self.publisher.withdraw("shutdown", deactivate=True)  # nothing published after
+            time.sleep(SHUTDOWN_FLUSH_S)
+        except Exception as error:  # a context already shut down: nothing more can be sent
+            self.publisher.get_logger().error(f"shutdown: the spine was not withdrawn: {error!r}")
         for node in self.nodes:
             node.destroy_node()
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args)
+    # Ctrl-C and SIGTERM (what `ros2 launch` sends) reach Python, not rclpy's handler, which
+    # would shut the context down first: the spine must still be withdrawn over it.
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    signal.signal(signal.SIGTERM, _interrupt)
     pipeline = None
     try:
         pipeline = Pipeline()
         executor = MultiThreadedExecutor()
         for node in pipeline.nodes:
             executor.add_node(node)
-        executor.spin()
+        while rclpy.ok():
+            executor.spin_once(timeout_sec=0.2)  # back in Python often enough for a signal
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:

@@ -37,7 +37,7 @@ from x23d_ros.ros.processes import start_bringup, stop
 from x23d_ros.ros.spine_messages import read_point_cloud
 from x23d_ros.ros.spine_publisher import LATCHED
 from x23d_ros.ros.transport_check import isolated_ros_env
-from x23d_ros.surface import mask_surface_mm, write_ply, write_stl
+from x23d_ros.surface import mask_surface_mm, write_mesh
 
 DEMO_SEED = 2026  # `x23d-ros record --seed 2026 --views 3` made the demo bag
 
@@ -141,8 +141,8 @@ def run(out: Path, timeout_s: float = 300.0) -> dict:
     levels = {}
     for name, msg in sorted(meshes.items(), key=lambda kv: LEVELS[kv[0]]):
         vertices, faces = mesh_arrays(msg)
-        write_ply(out / f"{name}.ply", vertices, faces)
-        write_stl(out / f"{name}.stl", vertices, faces)
+        write_mesh(out / f"{name}.ply", vertices, faces)
+        write_mesh(out / f"{name}.stl", vertices, faces)
         levels[name] = {"surface_distance_mm": surface_distance(vertices * 1000.0, truth[name])}
     write_point_cloud_ply(out / "points.ply", cloud)
     status = {kv.key: kv.value for kv in diagnostics[-1].status[0].values} if diagnostics else {}

@@ -4,6 +4,9 @@
   operation ADD. The object's pose is the identity in `frame_id`, so its mesh is the very mesh
   of `/x23d/spine/<level>/mesh` (metres, `frame_id`), and its subframes are poses in `frame_id`
   too. MoveIt addresses a subframe as `<id>/<name>`.
+- `collision_meshes`: the meshes a planner collides with: each level's surface decimated to
+  a triangle budget and padded outwards (`surface.collision_mesh`); the visual meshes
+  (`/x23d/spine/<level>/mesh`, markers) stay as reconstructed.
 - `removals`: REMOVE for each id (reset, deactivation, a level no longer found).
 - `vertebra_transforms` / `static_transform`: geometry_msgs/TransformStamped for /tf_static.
   One TFMessage holds all of them (`tf_message`), as tf2's static broadcaster sends it.
@@ -26,7 +29,8 @@ from tf2_msgs.msg import TFMessage
 
 from x23d_ros.anatomy import LEVELS
 from x23d_ros.pipeline import Reconstruction
-from x23d_ros.ros.spine_messages import frame_pose, header, meshes
+from x23d_ros.ros.spine_messages import MM, frame_pose, header, mesh_message, meshes
+from x23d_ros.surface import collision_mesh
 
 SUBFRAMES = ("body_centre",)
 
@@ -67,6 +71,20 @@ def collision_objects(
             )
         )
     return objects
+
+
+def collision_meshes(
+    recon: Reconstruction, padding_mm: float, max_triangles: int
+) -> dict[str, Mesh] | None:
+    """Per level, the padded, decimated mesh for collision checking (metres); None when
+    neither applies (padding 0, no budget): the visual meshes serve."""
+    if padding_mm <= 0 and max_triangles <= 0:
+        return None
+    out = {}
+    for name, v in recon.vertebrae.items():
+        vertices, faces = collision_mesh(v.vertices, v.faces, padding_mm, max_triangles)
+        out[name] = mesh_message(vertices * MM, faces)
+    return out
 
 
 def removals(ids: Iterable[str], frame_id: str, stamp: Time) -> list[CollisionObject]:

@@ -33,6 +33,10 @@ PARAMS = (
 )
 
 
+#: How long a shutdown waits for a running reconstruction (a few seconds on 2 CPU cores).
+WORKER_JOIN_S = 30.0
+
+
 class ReconstructorNode(LifecycleNode):
     def __init__(
         self,
@@ -202,7 +206,12 @@ class ReconstructorNode(LifecycleNode):
                     self._pending = None
 
     def destroy_node(self) -> None:
+        """Stop the worker, letting a reconstruction that runs finish (its result is not
+        published: the publisher has withdrawn by then), so the interpreter never exits under
+        a thread inside torch (which aborts the process)."""
         with self._wake:
             self._stop = True
             self._wake.notify()
+        if self._worker is not threading.current_thread():
+            self._worker.join(timeout=WORKER_JOIN_S)
         super().destroy_node()

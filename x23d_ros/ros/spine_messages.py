@@ -91,11 +91,15 @@ def read_point_cloud(msg: PointCloud2) -> np.ndarray:
 
 
 def mesh(v: VertebraSurface) -> Mesh:
+    return mesh_message(v.vertices * MM, v.faces)
+
+
+def mesh_message(vertices_m: np.ndarray, faces: np.ndarray) -> Mesh:
     # Vertices through `tolist` (Python floats in one call; element by element from numpy took
     # about twice as long); faces as uint32 rows, which rosidl keeps as they are, unconverted.
     return Mesh(
-        triangles=[MeshTriangle(vertex_indices=f) for f in np.asarray(v.faces, np.uint32)],
-        vertices=[Point(x=x, y=y, z=z) for x, y, z in (v.vertices * MM).tolist()],
+        triangles=[MeshTriangle(vertex_indices=f) for f in np.asarray(faces, np.uint32)],
+        vertices=[Point(x=x, y=y, z=z) for x, y, z in np.asarray(vertices_m).tolist()],
     )
 
 

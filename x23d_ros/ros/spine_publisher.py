@@ -3,9 +3,11 @@
 Everything is latched (reliable, transient local), so a planner that starts later still gets
 the spine, in `reference_frame`, in metres:
 - `/collision_object`: a moveit_msgs/CollisionObject per vertebra (`<object_id_prefix>L1` …,
-  mesh + `body_centre` subframe). MoveIt subscribes *volatile*, so the objects are also re-sent
-  whenever a new subscriber matches. Levels no longer found, `/x23d/reset` and the
-  reconstructor's deactivation send REMOVE.
+  mesh + `body_centre` subframe); the mesh decimated to `collision_max_triangles` and grown
+  outwards by `collision_padding_mm` (under-segmentation is the unsafe direction). MoveIt
+  subscribes *volatile*, so the objects are also re-sent whenever a new subscriber matches.
+  Levels no longer found, `/x23d/reset`, the reconstructor's deactivation and a clean
+  shutdown send REMOVE.
 - `/tf_static`: one TFMessage with every static frame of this package (the optional
   registration `registration_parent → reference_frame`, and a frame per vertebra), re-sent whole
   when it changes, as tf2's static broadcaster does.
@@ -53,6 +55,20 @@ PARAMS = (
     Param("diagnostics_period_s", 1.0, "seconds between diagnostics", 0.05, 60.0),
     Param("collision_object_topic", "/collision_object", "MoveIt collision objects; empty: off"),
     Param("object_id_prefix", "", "collision object ids and TF frames are <prefix>L1 … <prefix>L5"),
+    Param(
+        "collision_padding_mm",
+        2.0,
+        "collision meshes grown outwards by this much (visual meshes as reconstructed)",
+        0.0,
+        20.0,
+    ),
+    Param(
+        "collision_max_triangles",
+        2000,
+        "collision meshes decimated to at most this many triangles a vertebra; 0: not",
+        0,
+        1000000,
+    ),
     Param("publish_tf", True, "vertebra frames (and the registration) on /tf_static"),
     Param(
         "registration_parent", "", "static parent of reference_frame (e.g. robot_base); empty: none"
@@ -147,6 +163,11 @@ class SpinePublisher(Node):
         False (nothing sent) while inactive or when `recon` is not the current session's."""
         stamp = self._stamp(recon.stamp)
         frame = self.p.reference_frame
+        collision_meshes = None
+        if self.collision is not None:  # outside the lock: decimation takes a while
+            collision_meshes = ps.collision_meshes(
+                recon, self.p.collision_padding_mm, self.p.collision_max_triangles
+            )
         with self._lock, gc_paused():
             if not self.active:
                 self.get_logger().info("inactive: reconstruction not published")
@@ -165,7 +186,9 @@ class SpinePublisher(Node):
             self.markers.publish(sm.marker_array(recon, frame, stamp, level_meshes))
             prefix = self.p.object_id_prefix
             if self.collision is not None:
-                built = ps.collision_objects(recon, frame, stamp, prefix, level_meshes)
+                built = ps.collision_objects(
+                    recon, frame, stamp, prefix, collision_meshes or level_meshes
+                )
                 objects = {o.id: o for o in built}
                 gone = [i for i in self.objects if i not in objects]
                 for message in ps.removals(gone, frame, stamp) + list(objects.values()):
@@ -183,16 +206,19 @@ class SpinePublisher(Node):
             self.session = session
             self._send_session(None, self.get_clock().now().to_msg())
 
-    def withdraw(self, reason: str, session: str | None = None) -> None:
+    def withdraw(self, reason: str, session: str | None = None, deactivate: bool = False) -> None:
         """Take the spine back from planners: REMOVE every collision object, drop the vertebra
         frames from /tf_static, clear the markers and publish an empty cloud. With `session`,
         that session becomes the current one in the same step: no reconstruction of the old
-        one can be published after this returns."""
+        one can be published after this returns; with `deactivate`, nothing at all until
+        activated again."""
         stamp = self.get_clock().now().to_msg()
         frame = self.p.reference_frame
         with self._lock:
             if session is not None:
                 self.session = session
+            if deactivate:
+                self.active = False
             if self.collision is not None:
                 for message in ps.removals(self.objects, frame, stamp):
                     self.collision.publish(message)
@@ -248,9 +274,10 @@ class SpinePublisher(Node):
         """Follow the reconstructor's lifecycle: deactivation withdraws the spine and stops
         publication; activation resumes it."""
         if not active:
-            self.withdraw("deactivated")
+            self.withdraw("deactivated", deactivate=True)
+            return
         with self._lock:
-            self.active = active
+            self.active = True
 
     def _send_tf(self, vertebrae: list) -> None:
         """One TFMessage with all of this package's static frames (caller holds the lock)."""
