@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 import numpy as np
+import open3d  # noqa: F401 (loaded with the node: about 1-2 s, not at the first patient's spine)
 from builtin_interfaces.msg import Time
 from geometry_msgs.msg import Pose, Transform, TransformStamped
 from moveit_msgs.msg import CollisionObject
