@@ -69,6 +69,7 @@ class Probe:
         info_rows=0,
         no_info=False,
         pose_delay_s=0.0,
+        distortion=("", []),
     ) -> None:
         stamp = Time(sec=stamp_s)
         image = image_to_msg(case["images"][i].numpy(), stamp=stamp, frame_id="carm_source")
@@ -80,6 +81,7 @@ class Probe:
         T = case["T_ref_source"][i].numpy()
         info = CameraInfo(height=image.height + info_rows, width=image.width, k=K.ravel().tolist())
         info.header.stamp = stamp
+        info.distortion_model, info.d = distortion[0], list(distortion[1])
         pose = PoseStamped()
         pose.header.frame_id = "patient_ref"
         pose.header.stamp = Time(sec=stamp_s, nanosec=int(pose_delay_s * 1e9))
@@ -127,7 +129,8 @@ def test_bad_input_a_crash_and_a_late_subscriber(case, tmp_path, ros_domain_id):
         probe.send(case, 0, 103, truncate=True)  # half the pixel data
         probe.send(case, 0, 104, no_info=True)  # camera info never comes
         probe.send(case, 0, 105, pose_delay_s=0.4)  # the pose lags the image
-        probe.send(case, 0, 108)
+        probe.send(case, 0, 106, distortion=("equidistant", [0.1, 0, 0, 0]))  # cannot undo
+        probe.send(case, 0, 108, distortion=("plumb_bob", [0.0] * 5))  # nothing to undo
         probe.send(case, 0, 109)  # the same view again
         probe.send(case, 1, 110)
         expected = {
@@ -139,6 +142,7 @@ def test_bad_input_a_crash_and_a_late_subscriber(case, tmp_path, ros_domain_id):
                 "missing_camera_info",
                 "stale_pose",
                 "duplicate_view",
+                "distortion",
             )
         }
         assert probe.spin_until(

@@ -42,6 +42,7 @@ REASONS = {
     "stale_pose": "the pose is older than the image by more than allowed",
     "duplicate_view": "the viewing direction is too close to a shot already collected",
     "too_many": "the session already holds the most shots a reconstruction takes",
+    "distortion": "the camera info's distortion cannot be undone",
 }
 
 

@@ -33,6 +33,7 @@ from scipy.spatial.transform import Rotation
 from sensor_msgs.msg import CameraInfo, Image
 from std_srvs.srv import Trigger
 
+from x23d_ros.distortion import DewarpMap, DistortionError, undistort
 from x23d_ros.pipeline import MIN_SHOTS, Shot, ShotSet
 from x23d_ros.ros.image_conversion import ImageMessageError, image_from_msg
 from x23d_ros.ros.parameters import Param, declare
@@ -66,6 +67,11 @@ PARAMS = (
     ),
     Param("patient_id", "", "when set, resume only this patient's session; stored with the shots"),
     Param("domain", "synthetic", "what the shots look like: synthetic or realistic"),
+    Param(
+        "dewarp_map",
+        "",
+        "the C-arm's dewarp map (.npz of map_x, map_y); empty: CameraInfo's distortion model",
+    ),
 )
 
 
@@ -123,6 +129,7 @@ class CArmListener(Node):
             self.get_logger().info(
                 f"resumed session {self.session.folder} with {len(self.session)} shots"
             )
+        self.dewarp = DewarpMap.load(self.p.dewarp_map) if self.p.dewarp_map else None
         if self.p.pose_source not in ("topic", "tf"):
             raise ValueError(f"pose_source must be topic or tf, not {self.p.pose_source!r}")
         self.matcher = StampMatcher(
@@ -243,6 +250,11 @@ class CArmListener(Node):
             if T is None:
                 continue
             K = np.asarray(m.info.k, float).reshape(3, 3)
+            try:
+                image = self._undistort(image, K, m.info)
+            except DistortionError as error:
+                self._reject("distortion", str(error))
+                continue
             shot = Shot(image, K, T, m.stamp)
             try:
                 check_shot(
@@ -261,6 +273,15 @@ class CArmListener(Node):
             )
             if len(self.session) >= self.p.views_required:
                 self._request()
+
+    def _undistort(self, image: np.ndarray, K: np.ndarray, info: CameraInfo) -> np.ndarray:
+        """The shot as the pinhole K sees it: through the dewarp map when one is given, else
+        CameraInfo's `plumb_bob` / `rational_polynomial` model (others refused)."""
+        if self.dewarp is not None:
+            return self.dewarp.apply(image)
+        if image.shape != (info.height, info.width):
+            return image  # check_shot refuses it (size_mismatch) with the sizes
+        return undistort(image, K, info.distortion_model, list(info.d))
 
     # -- triggers -----------------------------------------------------------------------
     def _request(self) -> bool:
