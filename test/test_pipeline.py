@@ -150,3 +150,40 @@ def test_bad_shot_sets_are_refused_with_the_reason(mutate, message):
     with pytest.raises(ShotSetError, match=message):
         ShotSet(mutate(_shots())).validate()
     ShotSet(_shots()).validate()  # the unmutated set is fine
+
+
+def test_any_reference_frame_orientation_gives_the_same_spine_once_the_patient_axes_are_given(
+    case, reconstructor
+):
+    """#23: the same shots with `reference_frame` turned by 30° about each axis and by 90°
+    about each axis, and the patient's axes given in that frame: the meshes, turned back, are
+    the spine of the untouched frame within 0.5 mm. Without the axes, shots that look along
+    the patient's long axis are flagged."""
+    from scipy.spatial import cKDTree
+    from scipy.spatial.transform import Rotation
+
+    shots = shot_set_from_case(case).shots
+    reference = reconstructor.reconstruct(ShotSet(shots))
+    assert not reference.notes and len(reference.vertebrae) >= 4
+    turns = [Rotation.from_euler("xyz", [30, 30, 30], degrees=True).as_matrix()]
+    turns += [Rotation.from_euler(a, 90, degrees=True).as_matrix() for a in "xyz"]
+    for R in turns:  # R: the old (patient) axes as seen in the new reference frame
+        T = np.eye(4)
+        T[:3, :3] = R
+        turned = [Shot(s.image, s.K, T @ s.T_ref_source, s.stamp) for s in shots]
+        recon = reconstructor.reconstruct(ShotSet(turned, patient_axes=R))
+        assert sorted(recon.vertebrae) == sorted(reference.vertebrae)
+        for name, v in recon.vertebrae.items():
+            back = v.vertices @ R  # new frame → patient frame: R.T @ x
+            ref = reference.vertebrae[name].vertices
+            assert np.median(cKDTree(ref).query(back)[0]) < 0.5, name
+            np.testing.assert_allclose(
+                R.T @ v.frame[:3, 3], reference.vertebrae[name].frame[:3, 3], atol=0.5
+            )
+    looking_along = Rotation.from_euler("x", 90, degrees=True).as_matrix()
+    T = np.eye(4)
+    T[:3, :3] = looking_along
+    wrong = reconstructor.reconstruct(
+        ShotSet([Shot(s.image, s.K, T @ s.T_ref_source, s.stamp) for s in shots])
+    )
+    assert wrong.notes and "patient's axes" in wrong.notes[0]

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +65,10 @@ class ShotSet:
     shots: list[Shot]
     domain: str = "synthetic"
     session: str = ""  # the acquisition session the shots belong to (the ROS process's id)
+    # The patient's axes (LPS: x left, y posterior, z superior) as columns in the poses' frame.
+    # The networks work in the patient's axes (their grids are axis-aligned there and the
+    # vertebra frames take x as the patient's left); results come back in the poses' frame.
+    patient_axes: np.ndarray | None = None
 
     def validate(self) -> None:
         """Raise ShotSetError naming the first problem found."""
@@ -303,8 +307,14 @@ class Reconstructor:
     ) -> Reconstruction:
         """`centres` (mm, the poses' frame), when given, place the fine grids instead of the
         coarse stage (which then does not run): only those levels are reconstructed. The
-        benchmark uses it to score the fine stage alone, on the true boxes."""
+        benchmark uses it to score the fine stage alone, on the true boxes.
+
+        With `shot_set.patient_axes` (R_ref_patient), the poses (and `centres`) are turned
+        into the patient's axes first and the results turned back."""
         shot_set.validate()
+        R = shot_set.patient_axes
+        if R is not None and not np.allclose(R, np.eye(3)):
+            return self._reconstruct_turned(shot_set, np.asarray(R, float), seed, centres)
         timings: dict[str, float] = {}
         clock = _Clock(self.device, timings)
         views = self.prepare(shot_set)
@@ -329,7 +339,7 @@ class Reconstructor:
             grids = self.segment(views, centres)
         clock.lap("segment")
         vertebrae = {}
-        notes = []
+        notes = _orientation_notes(shot_set)
         rng = np.random.default_rng(seed)
         found = [n for n in LEVEL_NAMES if n in grids]
         for name in found:
@@ -368,6 +378,53 @@ class Reconstructor:
             session=shot_set.session,
             shot_stamps=[shot.stamp for shot in shot_set.shots],
         )
+
+    def _reconstruct_turned(self, shot_set, R_ref_patient, seed, centres) -> Reconstruction:
+        geometry.check_pose(_homogeneous(R_ref_patient))
+        to_patient = _homogeneous(R_ref_patient.T)
+        to_ref = _homogeneous(R_ref_patient)
+        shots = [
+            replace(s, T_ref_source=to_patient @ np.asarray(s.T_ref_source, float))
+            for s in shot_set.shots
+        ]
+        turned = replace(shot_set, shots=shots, patient_axes=None)
+        if centres is not None:
+            centres = {n: R_ref_patient.T @ np.asarray(c, float) for n, c in centres.items()}
+        recon = self.reconstruct(turned, seed, centres)
+        for name, v in recon.vertebrae.items():
+            recon.vertebrae[name] = replace(
+                v,
+                affine=to_ref @ v.affine,
+                vertices=v.vertices @ R_ref_patient.T,
+                points=v.points @ R_ref_patient.T,
+                frame=to_ref @ v.frame,
+                centre_mm=R_ref_patient @ v.centre_mm,
+            )
+        return recon
+
+
+def _orientation_notes(shot_set: ShotSet) -> list[str]:
+    """A C-arm turns about the patient's long axis (AP, lateral, obliques; cranio-caudal tilts
+    of some tens of degrees), so its viewing directions span a plane whose normal is near the
+    patient's superior axis. A normal far from the poses' z means that the poses' frame is not
+    in the patient's axes and `patient_axes` was not given."""
+    directions = np.stack([geometry.principal_ray(s.T_ref_source)[1] for s in shot_set.shots])
+    normal = np.linalg.svd(directions)[2][-1]  # the direction they span least
+    angle = np.degrees(np.arccos(min(abs(normal[2]), 1.0)))
+    if angle > 50.0:
+        return [
+            f"the C-arm turned about an axis {angle:.0f}° from the patient's superior axis, "
+            "which no spine acquisition does: the poses' frame is probably not in the "
+            "patient's axes (x left, y posterior, z superior); give them (patient_axes / the "
+            "listener's patient_orientation_xyzw)"
+        ]
+    return []
+
+
+def _homogeneous(R: np.ndarray) -> np.ndarray:
+    T = np.eye(4)
+    T[:3, :3] = R
+    return T
 
 
 def fine_source_size(fine_cfg: dict, image_size: int) -> int | None:

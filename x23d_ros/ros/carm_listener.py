@@ -68,6 +68,12 @@ PARAMS = (
     Param("patient_id", "", "when set, resume only this patient's session; stored with the shots"),
     Param("domain", "synthetic", "what the shots look like: synthetic or realistic"),
     Param(
+        "patient_orientation_xyzw",
+        [0.0, 0.0, 0.0, 1.0],
+        "the patient's axes (x left, y posterior, z superior) in reference_frame, a unit "
+        "quaternion; identity: reference_frame is in the patient's axes",
+    ),
+    Param(
         "dewarp_map",
         "",
         "the C-arm's dewarp map (.npz of map_x, map_y); empty: CameraInfo's distortion model",
@@ -130,6 +136,12 @@ class CArmListener(Node):
                 f"resumed session {self.session.folder} with {len(self.session)} shots"
             )
         self.dewarp = DewarpMap.load(self.p.dewarp_map) if self.p.dewarp_map else None
+        q = np.asarray(self.p.patient_orientation_xyzw, float)
+        if q.shape != (4,) or not np.isfinite(q).all() or abs(np.linalg.norm(q) - 1.0) > 1e-3:
+            raise ValueError(
+                f"patient_orientation_xyzw must be a unit quaternion, not {q.tolist()}"
+            )
+        self.patient_axes = Rotation.from_quat(q).as_matrix()
         if self.p.pose_source not in ("topic", "tf"):
             raise ValueError(f"pose_source must be topic or tf, not {self.p.pose_source!r}")
         self.matcher = StampMatcher(
@@ -288,7 +300,9 @@ class CArmListener(Node):
         if len(self.session) < MIN_SHOTS:
             return False
         self.session.record_reconstruction()
-        self.on_shot_set(self.session.shot_set())
+        shot_set = self.session.shot_set()
+        shot_set.patient_axes = self.patient_axes
+        self.on_shot_set(shot_set)
         return True
 
     def _srv_reconstruct(self, _request, response):

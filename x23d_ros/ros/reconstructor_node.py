@@ -200,6 +200,8 @@ class ReconstructorNode(LifecycleNode):
                     f"{len(recon.vertebrae)} vertebrae from {recon.views} shots; {timings}"
                     + (f"; not found: {', '.join(recon.missing)}" if recon.missing else "")
                 )
+                for note in recon.notes:
+                    self.get_logger().warning(note)
                 self.on_result(recon)
             with self._wake:
                 if self._pending is shot_set:
