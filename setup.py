@@ -10,7 +10,17 @@ setup(
     name=PACKAGE,
     version="0.1.0",
     packages=find_packages(exclude=["test", "test.*"]),
-    package_data={PACKAGE: ["weights/*.pt", "weights/*.md", "weights/*.json", "data/demo_bag/*"]},
+    package_data={
+        PACKAGE: [
+            "weights/*.pt",
+            "weights/*.md",
+            "weights/*.json",
+            "data/demo_bag/*",
+            "anatomy/shapes/*.npz",
+            "anatomy/shapes/*.md",
+            "anatomy/shapes/licenses/*",
+        ]
+    },
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),

@@ -21,6 +21,14 @@ Generators (`GENERATORS`; `generate(seed, generator=...)`):
   cases a CT scan range that ends inside the lumbar spine (a chest CT, as many real CTs are),
   so that the end of the volume is no cue to the levels either. Its draws come from a second
   stream (`[seed, 3]`), so the spine's shape is procedural-2's.
+- `real-shapes-1` and `real-shapes-1-val`: procedural-3 whose L1–L5 are real vertebrae
+  (`real_shapes`): for each level a shape of the same level (else the nearest) from the
+  training persons, or from the held-out `VALIDATION_PERSONS` for `-val`; scaled per axis
+  towards the sampled body width, depth and height (within ±15 %), then deformed by a smooth
+  random field (SD 1.5 mm, correlated over 25 mm). The chain stacks the scaled shapes' real
+  body heights. Shape choice and deformation come from a third stream (`[seed, 21]`); the
+  meta's `shapes` says whose vertebra each level is. Thoracic levels, ribs, sacrum, ilium,
+  soft tissue and discs stay procedural.
 """
 
 from __future__ import annotations
@@ -30,14 +38,14 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 from scipy import ndimage
 
-from x23d_ros.anatomy import LEVELS, Anatomy, sdf
+from x23d_ros.anatomy import LEVELS, Anatomy, real_shapes, sdf
 from x23d_ros.anatomy.body import BodyShape, draw_body, soft_tissue_hu
 from x23d_ros.anatomy.morphometry import LUMBAR, LevelShape, sample_levels
 from x23d_ros.anatomy.vertebra import VertebraShape, draw_details, vertebra_sdf
 from x23d_ros.geometry import rotation_matrix
 
 GENERATOR_VERSION = "procedural-2"  # the default
-GENERATORS = ("procedural-2", "procedural-3")
+GENERATORS = ("procedural-2", "procedural-3", "real-shapes-1", "real-shapes-1-val")
 
 # Share of the disc part of the lordosis per segment, L1L2..L5S1 (estimate: caudal-heavy).
 _LORDOSIS_SHARE = np.array([0.10, 0.15, 0.20, 0.25, 0.30])
@@ -74,14 +82,27 @@ class SpineParams:
     # Chance that the CT's scan range ends inside the lumbar spine (estimate), the cut then
     # drawn uniformly between L4's and L1's centres: the volume holds nothing below it.
     scan_cut_p: float = 0.0
+    # real-shapes (None in procedural-2 and -3): which persons' real vertebrae L1–L5 are drawn
+    # from ("train" or "val", see `real_shapes.VALIDATION_PERSONS`), how far each axis may be
+    # scaled towards the sampled morphometry, and the smooth deformation (SD, correlation
+    # length; estimates: a few mm over a body's width, so that no two spines share a shape).
+    real_shapes: str | None = None
+    shape_scale_limits: tuple[float, float] = (0.85, 1.15)
+    shape_deform_sd_mm: float = 1.5
+    shape_deform_length_mm: float = 25.0
 
 
 def spine_params(generator: str) -> SpineParams:
     """The random variables of a generator in `GENERATORS`."""
     if generator == "procedural-2":
         return SpineParams()
+    three = SpineParams(age_years=(25.0, 85.0), trabecular_sd_hu=(20.0, 60.0), scan_cut_p=0.25)
     if generator == "procedural-3":
-        return SpineParams(age_years=(25.0, 85.0), trabecular_sd_hu=(20.0, 60.0), scan_cut_p=0.25)
+        return three
+    if generator == "real-shapes-1":
+        return replace(three, real_shapes="train")
+    if generator == "real-shapes-1-val":
+        return replace(three, real_shapes="val")
     raise ValueError(f"generator must be one of {GENERATORS}, not {generator!r}")
 
 
@@ -251,12 +272,26 @@ def _vertebra(shape: LevelShape, label: int, R, centre, rng, degeneration: float
     )
 
 
-def _bones(levels, thoracic, frames, rng, p: SpineParams, body: BodyShape) -> list[_Bone]:
+def _real_vertebra(
+    shape: LevelShape, fitted: real_shapes.FittedShape, R, centre, margin_mm: float
+) -> _Bone:
+    half, offset = fitted.box(margin_mm)
+    name, hu = shape.name, shape.cancellous_hu
+    return _Bone(name, LEVELS[name], R, centre, half, offset, fitted.sdf, hu)
+
+
+def _bones(
+    levels, thoracic, frames, rng, p: SpineParams, body: BodyShape, fitted=None
+) -> list[_Bone]:
     degeneration = rng.uniform(*p.degeneration)
     bones = []
     for s in levels:
         R, centre, _ = frames[s.name]
-        bones.append(_vertebra(s, LEVELS[s.name], R, centre, rng, degeneration))
+        if fitted is None:
+            bones.append(_vertebra(s, LEVELS[s.name], R, centre, rng, degeneration))
+        else:
+            margin = 3.0 * p.shape_deform_sd_mm + 1.0  # the deformation's reach, 3 SD
+            bones.append(_real_vertebra(s, fitted[s.name], R, centre, margin))
     for shape, R, centre, rib in thoracic:
         bones.append(_vertebra(shape, 0, R, centre, rng, degeneration))
         bones.append(
@@ -331,10 +366,20 @@ def generate(
     for i, s in enumerate(levels):  # degenerated discs collapse
         if rng.random() < 0.3:
             levels[i] = replace(s, disc_below=s.disc_below * rng.uniform(*p.disc_collapse))
+    fitted = None
+    if p.real_shapes is not None:
+        levels, fitted = real_shapes.fit_levels(
+            levels,
+            np.random.default_rng([seed, 21]),
+            p.real_shapes,
+            p.shape_scale_limits,
+            p.shape_deform_sd_mm,
+            p.shape_deform_length_mm,
+        )
     frames, discs = _chain(levels, rng, p)
     thoracic = _thoracic(levels, frames, rng, p)
     body = draw_body(rng, build, frames)
-    bones = _bones(levels, thoracic, frames, rng, p, body)
+    bones = _bones(levels, thoracic, frames, rng, p, body, fitted)
 
     lo, hi = body.bounds_mm(frames, margin=p.margin_mm)
     shape = np.ceil((hi - lo) / spacing_mm).astype(int) + 1
@@ -381,6 +426,20 @@ def generate(
         meta["age_years"] = age
     if cut_mm is not None:
         meta["scan_cut_z_mm"] = cut_mm
+    if fitted is not None:
+        meta["shapes"] = {
+            name: {
+                "bank_index": f.shape.index,
+                "person": f.shape.person,
+                "source": f.shape.source,
+                "level": f.shape.level,
+                "split": f.shape.split,
+                "scale": f.scale.tolist(),
+                "R": frames[name][0].tolist(),  # local → patient axes, as for every level
+                "centre_mm": frames[name][1].tolist(),
+            }
+            for name, f in fitted.items()
+        }
     return Anatomy(hu=hu, labels=labels, affine=affine, source="procedural", seed=seed, meta=meta)
 
 

@@ -292,7 +292,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=GENERATOR_VERSION,
         choices=GENERATORS,
         help="procedural spines: procedural-3 adds age-dependent bone density, trabecular "
-        "heterogeneity and CT scan ranges that end inside the lumbar spine",
+        "heterogeneity and CT scan ranges that end inside the lumbar spine; real-shapes-1 is "
+        "procedural-3 with real L1-L5 shapes of the training persons, real-shapes-1-val of "
+        "the held-out persons (x23d_ros.anatomy.real_shapes)",
     )
     parser.add_argument("--no-distortion", action="store_true", help="no image-intensifier warp")
     parser.add_argument(
