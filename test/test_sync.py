@@ -55,3 +55,27 @@ def test_an_image_without_camera_info_expires_with_that_reason_and_others_still_
 def test_bad_settings_are_refused():
     with pytest.raises(ValueError, match="tolerance"):
         StampMatcher(tolerance_s=-1, need_pose=True)
+
+
+def test_at_30_hz_an_image_waits_for_its_own_pose_not_the_previous_frames():
+    """The previous frame's pose (33 ms earlier) is within the 50 ms tolerance; the image must
+    not leave with it while its own may still come. Once the pose stream has passed the
+    image, or the wait is over, the nearest there is serves."""
+    m = StampMatcher(tolerance_s=0.05, need_pose=True, wait_s=1.0)
+    m.add_pose(1.0, "pose 1.000")
+    m.add_info(1.0, "info 1.000")
+    m.add_info(1.0333, "info 1.033")
+    assert m.add_image(1.0333, "image 1.033") == ([], [])  # its pose is on its way
+    matches, _ = m.add_pose(1.0333, "pose 1.033")
+    assert [(x.image, x.pose) for x in matches] == [("image 1.033", "pose 1.033")]
+    # A pose stream slower than the images: the older pose serves once a newer one has come.
+    m.add_info(1.07, "info 1.070")
+    assert m.add_image(1.07, "image 1.070") == ([], [])
+    matches, _ = m.add_pose(1.2, "pose 1.200")
+    assert [(x.image, x.pose) for x in matches] == [("image 1.070", "pose 1.033")]
+    # A pose stream that stops: at the end of the wait, the nearest within tolerance serves.
+    m.add_info(2.0, "info 2.000")
+    m.add_pose(1.98, "pose 1.980")
+    assert m.add_image(2.0, "image 2.000") == ([], [])
+    matches, expired = m.add_info(3.1, "info 3.100")
+    assert expired == [] and [(x.image, x.pose) for x in matches] == [("image 2.000", "pose 1.980")]

@@ -62,6 +62,7 @@ class Pipeline:
             "state": state,
             "lifecycle": r.state,
             "shots_collected": str(len(self.listener.session)),
+            "images_received": str(self.listener.images_received),
             "session": self.listener.session.folder.name,
             "device": str(model.device) if model else "",
             "weights_sha256": model.weights_sha256[:16] if model else "",

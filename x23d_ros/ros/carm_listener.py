@@ -120,6 +120,7 @@ class CArmListener(Node):
         self.on_shot_set = on_shot_set or (lambda _: None)
         self.on_reset = on_reset or (lambda _: None)
         self.rejections: Counter[str] = Counter()
+        self.images_received = 0
         self.incompatible_qos: Counter[str] = Counter()
         self.checks = ShotChecks(self.p.min_view_separation_deg, self.p.max_pose_age_s)
         root = Path(self.p.session_dir).expanduser()
@@ -206,6 +207,7 @@ class CArmListener(Node):
         self.get_logger().warning(f"shot refused ({reason}): {detail}")
 
     def _on_image(self, msg: Image) -> None:
+        self.images_received += 1
         try:
             image = image_from_msg(msg)
         except ImageMessageError as error:

@@ -2,7 +2,10 @@
 PyPI; this is the small approximate-time matcher the listener needs).
 
 An image waits until a camera info and a pose (when poses come from a topic) with stamps within
-`tolerance_s` of its own have arrived; it then leaves as a `Match` with the nearest of each.
+`tolerance_s` of its own have arrived, and, for one older than the image, until its stream has
+passed the image's stamp (so that the image's own, nearer one cannot still come: at 30 Hz the
+previous frame's pose is within a 50 ms tolerance too); it then leaves as a `Match` with the
+nearest of each.
 An image still unmatched when the newest stamp seen on any stream is `wait_s` past it expires
 with the reason (`missing_camera_info`; `stale_pose` when poses came but none within the
 tolerance; `missing_pose` when none came), so a missing or lagging stream is reported instead
@@ -61,9 +64,15 @@ class StampMatcher:
     def pending(self) -> int:
         return len(self.images)
 
-    def _nearest(self, buffer: deque, stamp: float) -> tuple[float, Any] | None:
+    def _nearest(self, buffer: deque, stamp: float, final: bool) -> tuple[float, Any] | None:
+        """The item nearest `stamp` within the tolerance. Unless `final`, an item older than
+        `stamp` counts only once the stream has passed `stamp` (an item at or after it has
+        come): until then the image's own, nearer one may still be on its way (at 30 Hz the
+        previous frame's pose lies within the tolerance too)."""
         best = min(buffer, key=lambda item: abs(item[0] - stamp), default=None)
         if best is None or abs(best[0] - stamp) > self.tolerance_s:
+            return None
+        if not final and best[0] < stamp and max(item[0] for item in buffer) < stamp:
             return None
         return best
 
@@ -84,8 +93,9 @@ class StampMatcher:
         self.newest = max(self.newest, stamp)
         matches, expired, waiting = [], [], []
         for image_stamp, image in self.images:
-            info = self._nearest(self.infos, image_stamp)
-            pose = self._nearest(self.poses, image_stamp) if self.need_pose else None
+            final = self.newest - image_stamp > self.wait_s  # take the best there is
+            info = self._nearest(self.infos, image_stamp, final)
+            pose = self._nearest(self.poses, image_stamp, final) if self.need_pose else None
             if info is not None and (pose is not None or not self.need_pose):
                 matches.append(
                     Match(
@@ -96,7 +106,7 @@ class StampMatcher:
                         None if pose is None else pose[0],
                     )
                 )
-            elif self.newest - image_stamp > self.wait_s:
+            elif final:
                 expired.append(self._expire(image_stamp, image, info is None))
             else:
                 waiting.append((image_stamp, image))
