@@ -415,3 +415,20 @@ def test_a_reset_during_a_reconstruction_publishes_nothing_of_the_old_session(
     assert record["weights_sha256"] and record["levels"]
     assert sessions[-1].header.stamp.sec == 202
     probe.close()
+
+
+def test_a_30_hz_fluoroscopy_stream_loses_no_frame_and_no_shot(ros_domain_id, tmp_path):
+    """#23 load, short: 8 s of 256² mono16 frames at 30 Hz with pose and camera info while the
+    C-arm turns 6°/s. Every frame reaches the listener, every shot its rules accept from the
+    frames sent is in the session folder, the rest are refused as duplicate views (then
+    too_many), and the process's memory stays bounded. bench/load.py runs 10 minutes."""
+    from x23d_ros.ros.load_check import stream
+
+    result = stream(seconds=8.0, rate_hz=30.0, size=256, domain_id=ros_domain_id, workdir=tmp_path)
+    print(result.as_dict())
+    assert result.lost_frames == 0 and result.lost == 0, result
+    assert result.accepted_shots == result.expected_shots >= 5
+    assert set(result.rejected) <= {"duplicate_view", "too_many"}, result.rejected
+    assert sum(result.rejected.values()) == result.frames_sent - result.accepted_shots
+    assert result.achieved_rate_hz > 25.0
+    assert result.rss_mb_end < result.rss_mb_start + 300.0, result
