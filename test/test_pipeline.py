@@ -187,3 +187,16 @@ def test_any_reference_frame_orientation_gives_the_same_spine_once_the_patient_a
         ShotSet([Shot(s.image, s.K, T @ s.T_ref_source, s.stamp) for s in shots])
     )
     assert wrong.notes and "patient's axes" in wrong.notes[0]
+
+
+def test_shots_the_weights_cannot_read_are_refused_with_the_reason(case, reconstructor):
+    """#22 (the intake contract, part): the shipped weights read synthetic-domain shots
+    (bone line integrals); shots declared realistic, and display frames (mono8 / mono16
+    values) passed as synthetic, are refused instead of reconstructed into nonsense."""
+    shots = shot_set_from_case(case).shots
+    with pytest.raises(ShotSetError, match="realistic-domain, the weights read synthetic"):
+        reconstructor.reconstruct(ShotSet(shots, domain="realistic"))
+    for scale in (255.0 / 4.0, 65535.0 / 4.0):  # a shot of μ·L ≤ 4 shown as mono8, mono16
+        display = [Shot(s.image * scale, s.K, s.T_ref_source) for s in shots]
+        with pytest.raises(ShotSetError, match="display frame"):
+            reconstructor.reconstruct(ShotSet(display))

@@ -45,6 +45,12 @@ class ShotSetError(ValueError):
     """The shots cannot be reconstructed from; the message says why."""
 
 
+#: What a synthetic-domain shot (the bone-only DRR's line integrals μ·L) can hold: the data
+#: engine's reach 0 to about 4.3 (checked on its shards); a display frame (mono8, mono16)
+#: does not fit. A [0, 1]-scaled fluoroscopy frame does fit: only the declared domain tells it.
+SYNTHETIC_RANGE = (-0.5, 20.0)
+
+
 @dataclass
 class Shot:
     """One posed X-ray. image (H, W): synthetic-domain values (bone line integrals μ·L) or
@@ -84,6 +90,14 @@ class ShotSet:
                 raise ShotSetError(f"shot {i}: image of shape {image.shape}, expected (H, W) ≥ 16")
             if not np.isfinite(image).all():
                 raise ShotSetError(f"shot {i}: the image holds NaN or infinite values")
+            if self.domain == "synthetic" and not (
+                image.min() >= SYNTHETIC_RANGE[0] and image.max() <= SYNTHETIC_RANGE[1]
+            ):
+                raise ShotSetError(
+                    f"shot {i}: values {image.min():g} to {image.max():g} are no synthetic-domain "
+                    f"bone line integrals (μ·L, within {SYNTHETIC_RANGE}): a display frame "
+                    "(mono8 0-255, mono16 0-65535) is fluoroscopy, which these weights cannot read"
+                )
             K = np.asarray(shot.K, float)
             if K.shape != (3, 3) or not np.isfinite(K).all() or K[0, 0] <= 0 or K[1, 1] <= 0:
                 raise ShotSetError(f"shot {i}: K must be a finite 3×3 with positive focal lengths")
@@ -179,6 +193,7 @@ class Reconstructor:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
         self.image_size = int(bundle["image_size"])
+        self.domain = str(bundle.get("domain", "synthetic"))  # what the networks read
         self.coarse_cfg = bundle["coarse"]
         self.fine_cfg = bundle["fine"]
         self.coarse = _load_stage(self.coarse_cfg, self.device)
@@ -312,6 +327,11 @@ class Reconstructor:
         With `shot_set.patient_axes` (R_ref_patient), the poses (and `centres`) are turned
         into the patient's axes first and the results turned back."""
         shot_set.validate()
+        if shot_set.domain != self.domain:
+            raise ShotSetError(
+                f"the shots are {shot_set.domain}-domain, the weights read {self.domain} "
+                "shots only (no domain adaptation is installed): nothing reconstructed"
+            )
         R = shot_set.patient_axes
         if R is not None and not np.allclose(R, np.eye(3)):
             return self._reconstruct_turned(shot_set, np.asarray(R, float), seed, centres)
