@@ -78,7 +78,7 @@ finite = st.floats(-1e6, 1e6, allow_nan=False)
 odd_float = st.one_of(finite, st.sampled_from([float("nan"), float("inf"), -float("inf"), 0.0]))
 stamps = st.builds(
     Time,
-    sec=st.one_of(st.integers(0, 2**31 - 1), st.integers(20, 40)),
+    sec=st.one_of(st.integers(-(2**31), 2**31 - 1), st.integers(20, 40)),
     nanosec=st.integers(0, 999_999_999),
 )
 

@@ -108,12 +108,14 @@ def test_only_a_recent_session_of_the_same_patient_is_resumed(tmp_path):
 def test_a_damaged_session_is_set_aside_with_its_reason_not_resumed_and_not_deleted(tmp_path):
     """#23: a session.json cut short by a crash, or a damaged shot file: the folder is renamed
     with the reason beside it, and a new session starts."""
-    for damage in ("meta", "shot"):
+    for damage in ("meta", "shot", "types"):
         root = tmp_path / damage
         session = ShotSession.new(root)
         session.add(_shot(0))
         if damage == "meta":
             (session.folder / "session.json").write_text('{"id": "x", "shots"')
+        elif damage == "types":  # valid JSON, written by something else
+            (session.folder / "session.json").write_text('{"id": "x", "updated": null}')
         else:
             (session.folder / "shot_000.npz").write_bytes(b"PK\x03\x04 not a zip")
         fresh, why = ShotSession.resume(root)

@@ -43,6 +43,8 @@ def distort_normalised(x: np.ndarray, y: np.ndarray, model: str, d) -> tuple:
             f"(supported: {', '.join(MODELS)}; or give a dewarp map)"
         )
     d = np.asarray(d, float)
+    if not np.isfinite(d).all():
+        raise DistortionError(f"{model} coefficients must be finite, not {d.tolist()}")
     if len(d) < MODELS[model]:
         d = np.concatenate([d, np.zeros(MODELS[model] - len(d))])
     if len(d) > MODELS[model]:

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from x23d_ros import geometry
-from x23d_ros.pipeline import MAX_SHOTS, Shot, ShotSet
+from x23d_ros.pipeline import MAX_SHOTS, SYNTHETIC_RANGE, Shot, ShotSet
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,8 @@ REASONS = {
     "duplicate_view": "the viewing direction is too close to a shot already collected",
     "too_many": "the session already holds the most shots a reconstruction takes",
     "distortion": "the camera info's distortion cannot be undone",
+    "domain_values": "the image's values do not fit the declared domain",
+    "stamp": "the stamp is negative, or ahead of this computer's clock",
 }
 
 
@@ -69,6 +71,7 @@ def check_shot(
     checks: ShotChecks = ShotChecks(),
     pose_stamp: float | None = None,
     info_size: tuple[int, int] | None = None,
+    domain: str | None = None,
 ) -> None:
     """Raise ShotRejectedError if `shot` may not join `collected`.
 
@@ -80,6 +83,16 @@ def check_shot(
         raise ShotRejectedError("image_shape", f"shape {image.shape}")
     if not np.isfinite(image).all():
         raise ShotRejectedError("image_values", f"{int((~np.isfinite(image)).sum())} bad pixels")
+    if domain == "synthetic" and not (
+        SYNTHETIC_RANGE[0] <= image.min() and image.max() <= SYNTHETIC_RANGE[1]
+    ):
+        raise ShotRejectedError(
+            "domain_values",
+            f"values {image.min():g} to {image.max():g}, synthetic-domain line integrals lie "
+            f"within {SYNTHETIC_RANGE}: a display frame is fluoroscopy (domain: realistic)",
+        )
+    if shot.stamp is not None and shot.stamp < 0:
+        raise ShotRejectedError("stamp", f"{shot.stamp} s")
     if info_size is not None and tuple(info_size) != image.shape:
         raise ShotRejectedError("size_mismatch", f"image {image.shape}, camera info {info_size}")
     K = np.asarray(shot.K, float)
@@ -133,9 +146,7 @@ class ShotSession:
         meta_path = self.folder / "session.json"
         if meta_path.exists():
             try:
-                self.meta = json.loads(meta_path.read_text())
-                if not isinstance(self.meta, dict) or "id" not in self.meta:
-                    raise ValueError("no session id")
+                self.meta = _checked_meta(json.loads(meta_path.read_text()))
             except (ValueError, OSError) as error:
                 raise SessionError(f"{meta_path}: {error}") from error
         else:
@@ -259,6 +270,23 @@ class ShotSession:
         tmp = self.folder / "session.json.tmp"
         tmp.write_text(json.dumps(self.meta, indent=1))
         os.replace(tmp, self.folder / "session.json")
+
+
+def _checked_meta(meta) -> dict:
+    """session.json's content, or ValueError naming what is missing or of the wrong type
+    (written by hand, cut short, or by another program)."""
+    if not isinstance(meta, dict):
+        raise ValueError("not a JSON object")
+    kinds = {"id": str, "domain": str, "created": (int, float), "reconstructions": int}
+    kinds |= {"updated": (int, float), "patient_id": str}  # absent in older sessions
+    for key, kind in kinds.items():
+        if key in meta and not isinstance(meta[key], kind):
+            raise ValueError(f"{key!r} is {meta[key]!r}")
+        if key not in meta and key not in ("updated", "patient_id"):
+            raise ValueError(f"no {key!r}")
+    if meta["domain"] not in ("synthetic", "realistic"):
+        raise ValueError(f"domain {meta['domain']!r}")
+    return meta
 
 
 def set_aside(folder: Path, reason: str) -> Path:

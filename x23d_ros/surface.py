@@ -119,7 +119,18 @@ def collision_mesh(
     if padding_mm > 0:
         padded = _o3d_mesh(v, f)
         padded.compute_vertex_normals()  # area-weighted
-        v += padding_mm * np.asarray(padded.vertex_normals)
+        padded.compute_triangle_normals()
+        normals, face_normals = (
+            np.asarray(padded.vertex_normals),
+            np.asarray(padded.triangle_normals),
+        )
+        # Along the vertex normal a face moves out by only d·cos θ (θ between the vertex's and
+        # the face's normals): go further where the surface bends, so that every face moves
+        # out by at least d (the factor capped at 2, at 60°).
+        cos = np.ones(len(v))
+        for k in range(3):
+            np.minimum.at(cos, f[:, k], np.einsum("ij,ij->i", normals[f[:, k]], face_normals))
+        v += (padding_mm / np.clip(cos, 0.5, 1.0))[:, None] * normals
     return v, f
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import signal
 import sys
-import time
 
 import rclpy
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
@@ -20,9 +19,9 @@ from x23d_ros.ros.carm_listener import CArmListener
 from x23d_ros.ros.reconstructor_node import ReconstructorNode
 from x23d_ros.ros.spine_publisher import SpinePublisher
 
-#: How long a clean shutdown waits after withdrawing the spine, so that reliable subscribers
-#: (MoveIt's planning scene) receive the REMOVEs before the publisher's endpoint disappears.
-SHUTDOWN_FLUSH_S = 0.5
+#: How long a clean shutdown waits, at most, for reliable subscribers (MoveIt's planning
+#: scene) to acknowledge the REMOVEs before the publisher's endpoint disappears.
+SHUTDOWN_FLUSH_S = 2.0
 
 
 class Pipeline:
@@ -87,7 +86,7 @@ class Pipeline:
         the nodes go."""
         try:
             self.publisher.withdraw("shutdown", deactivate=True)  # nothing published after
-            time.sleep(SHUTDOWN_FLUSH_S)
+            self.publisher.flush(SHUTDOWN_FLUSH_S)
         except Exception as error:  # a context already shut down: nothing more can be sent
             self.publisher.get_logger().error(f"shutdown: the spine was not withdrawn: {error!r}")
         for node in self.nodes:
@@ -114,6 +113,10 @@ def main(args: list[str] | None = None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        # A second Ctrl-C, or launch's SIGTERM after its timeout, must not cut the withdrawal
+        # (some REMOVEs sent, some not) nor the wait for a running reconstruction.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         if pipeline is not None:
             pipeline.destroy()
         rclpy.try_shutdown()

@@ -81,6 +81,11 @@ PARAMS = (
 )
 
 
+#: The furthest a message's stamp may lie ahead of this node's clock (a C-arm and a tracker
+#: synchronised by NTP or PTP differ by milliseconds).
+MAX_FUTURE_S = 5.0
+
+
 def pose_to_matrix(msg: PoseStamped) -> np.ndarray:
     """T (4, 4) in mm. The quaternion must be finite and of unit norm within 1e-3 (it is then
     normalised); anything else raises ValueError."""
@@ -206,8 +211,20 @@ class CArmListener(Node):
         self.rejections[reason] += 1
         self.get_logger().warning(f"shot refused ({reason}): {detail}")
 
+    def _future(self, msg, kind: str) -> bool:
+        """True (and refused) for a stamp more than MAX_FUTURE_S ahead of this node's clock:
+        one such message would otherwise end every image's wait at once (the matcher's time
+        is the newest stamp seen)."""
+        ahead = _stamp(msg) - self.get_clock().now().nanoseconds * 1e-9
+        if ahead > MAX_FUTURE_S:
+            self._reject("stamp", f"{kind} stamped {ahead:.1f} s in the future")
+            return True
+        return False
+
     def _on_image(self, msg: Image) -> None:
         self.images_received += 1
+        if self._future(msg, "image"):
+            return
         try:
             image = image_from_msg(msg)
         except ImageMessageError as error:
@@ -216,9 +233,13 @@ class CArmListener(Node):
         self._handle(*self.matcher.add_image(_stamp(msg), (image.astype(np.float32), msg)))
 
     def _on_info(self, msg: CameraInfo) -> None:
+        if self._future(msg, "camera info"):
+            return
         self._handle(*self.matcher.add_info(_stamp(msg), msg))
 
     def _on_pose(self, msg: PoseStamped) -> None:
+        if self._future(msg, "pose"):
+            return
         if msg.header.frame_id != self.p.reference_frame:
             self._reject(
                 "pose_frame",
@@ -277,6 +298,7 @@ class CArmListener(Node):
                     self.checks,
                     pose_stamp=m.pose_stamp,
                     info_size=(m.info.height, m.info.width),
+                    domain=self.p.domain,
                 )
             except ShotRejectedError as error:
                 self._reject(error.reason, str(error))
@@ -318,13 +340,14 @@ class CArmListener(Node):
 
     def _srv_reset(self, _request, response):
         old = self.session.folder
-        self.session = ShotSession.new(
+        new = ShotSession.new(
             Path(self.p.session_dir).expanduser(), self.p.domain, self.p.patient_id
         )
-        try:
-            self.on_reset(self.session.id)
+        try:  # first: from here on nothing of the old session is published
+            self.on_reset(new.id)
         except Exception as error:  # the new session stands; say what the outputs could not do
             self.get_logger().error(f"reset: the published spine was not withdrawn: {error!r}")
+        self.session = new
         response.success = True
         response.message = f"new session {self.session.folder.name}; {old.name} kept on disk"
         return response

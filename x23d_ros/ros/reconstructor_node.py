@@ -33,8 +33,9 @@ PARAMS = (
 )
 
 
-#: How long a shutdown waits for a running reconstruction (a few seconds on 2 CPU cores).
-WORKER_JOIN_S = 30.0
+#: How long a shutdown waits for a running reconstruction (1-3 s on 2 CPU cores; launch
+#: escalates to SIGKILL some seconds after its SIGTERM).
+WORKER_JOIN_S = 10.0
 
 
 class ReconstructorNode(LifecycleNode):
@@ -140,6 +141,7 @@ class ReconstructorNode(LifecycleNode):
         running finishes; the publisher refuses its result)."""
         with self._wake:
             pending = self._pending
+            self.last = None  # diagnostics: nothing of the old session is published
             if pending is not None and pending.session != session:
                 self._pending = None
                 self.get_logger().info(
@@ -202,7 +204,11 @@ class ReconstructorNode(LifecycleNode):
                 )
                 for note in recon.notes:
                     self.get_logger().warning(note)
-                self.on_result(recon)
+                try:
+                    self.on_result(recon)
+                except Exception as error:  # publishing failed: say so, keep the worker
+                    self.last_error = f"publishing failed: {error!r}"
+                    self.get_logger().error(f"publishing failed: {traceback.format_exc()}")
             with self._wake:
                 if self._pending is shot_set:
                     self._pending = None

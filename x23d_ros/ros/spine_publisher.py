@@ -13,10 +13,13 @@ the spine, in `reference_frame`, in metres:
   when it changes, as tf2's static broadcaster does.
 - points, markers, one shape_msgs/Mesh per level, and the vertebra frames as a PoseArray.
 - `/x23d/session` (latched diagnostic_msgs/DiagnosticArray): which session, which shots (their
-  acquisition stamps) and which weights the published spine comes from, or that the current
-  session has nothing published yet.
-Every output's `header.stamp` is the newest shot's acquisition stamp: when the anatomy was
-imaged, not when it was computed (the latency is in diagnostics). Only the current session's
+  acquisition stamps, and `imaged_at`: the newest) and which weights the published spine comes
+  from, or that the current session has nothing published yet.
+Outputs are stamped with the time they are published: the spine is fixed in
+`reference_frame` (a reference array on the patient), so a planner must look up
+`robot_base → reference_frame` at the latest time, not at the acquisition time (with a
+tracker on dynamic /tf that would be the patient's old position, and older than tf2's cache).
+When the anatomy was imaged is in `/x23d/session`. Only the current session's
 spine is published: a reconstruction that finishes after `/x23d/reset` (or any new session)
 is dropped with a log line (`set_session`).
 Diagnostics (1 Hz) say the state, the shots collected, the rejections by reason, incompatible
@@ -36,7 +39,6 @@ from moveit_msgs.msg import CollisionObject
 from rclpy.event_handler import PublisherEventCallbacks, QoSPublisherMatchedInfo
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
-from rclpy.time import Time
 from sensor_msgs.msg import PointCloud2
 from shape_msgs.msg import Mesh
 from tf2_msgs.msg import TFMessage
@@ -159,9 +161,9 @@ class SpinePublisher(Node):
         self.create_timer(self.p.diagnostics_period_s, self._diagnose)
 
     def publish(self, recon: Reconstruction) -> bool:
-        """Publish `recon` on every output, stamped with its newest shot's acquisition time;
-        False (nothing sent) while inactive or when `recon` is not the current session's."""
-        stamp = self._stamp(recon.stamp)
+        """Publish `recon` on every output; False (nothing sent) while inactive or when
+        `recon` is not the current session's."""
+        stamp = self.get_clock().now().to_msg()
         frame = self.p.reference_frame
         collision_meshes = None
         if self.collision is not None:  # outside the lock: decimation takes a while
@@ -180,8 +182,8 @@ class SpinePublisher(Node):
                 )
                 return False
             level_meshes = sm.meshes(recon)  # built once for the three outputs that carry them
-            for name, message in level_meshes.items():
-                self.meshes[name].publish(message)
+            for name, publisher in self.meshes.items():  # a level not found: an empty mesh
+                publisher.publish(level_meshes.get(name, Mesh()))
             self.frames.publish(sm.pose_array(recon, frame, stamp))
             self.markers.publish(sm.marker_array(recon, frame, stamp, level_meshes))
             prefix = self.p.object_id_prefix
@@ -229,18 +231,15 @@ class SpinePublisher(Node):
                     markers=[Marker(header=sm.header(frame, stamp), action=Marker.DELETEALL)]
                 )
             )
+            for publisher in self.meshes.values():  # latched: a late subscriber gets nothing
+                publisher.publish(Mesh())
+            self.frames.publish(PoseArray(header=sm.header(frame, stamp)))
             nothing = Reconstruction(
                 vertebrae={}, missing=list(LEVELS), timings_ms={}, device="", views=0
             )
             self.points.publish(sm.point_cloud(nothing, frame, stamp))
             self._send_session(None, stamp)
         self.get_logger().info(f"{reason}: {removed} collision objects removed")
-
-    def _stamp(self, seconds: float | None):
-        """A message stamp for `seconds` (an acquisition time), or now when there is none."""
-        if seconds is None:
-            return self.get_clock().now().to_msg()
-        return Time(nanoseconds=round(seconds * 1e9)).to_msg()
 
     def _send_session(self, recon: Reconstruction | None, stamp) -> None:
         """The latched session record: what the published spine (if any) comes from (caller
@@ -252,6 +251,7 @@ class SpinePublisher(Node):
                 session=recon.session,
                 shots=str(len(recon.shot_stamps)),
                 shot_stamps=",".join("" if t is None else f"{t:.9f}" for t in recon.shot_stamps),
+                imaged_at="" if recon.stamp is None else f"{recon.stamp:.9f}",
                 weights_sha256=recon.weights_sha256,
                 levels=",".join(recon.vertebrae),
             )
@@ -278,6 +278,14 @@ class SpinePublisher(Node):
             return
         with self._lock:
             self.active = True
+
+    def flush(self, timeout_s: float) -> bool:
+        """Wait until reliable subscribers acknowledged what was sent (at most `timeout_s`)."""
+        from rclpy.duration import Duration
+
+        publishers = [p for p in (self.collision, self.points, self.tf_static) if p is not None]
+        deadline = Duration(nanoseconds=int(timeout_s * 1e9))
+        return all(p.wait_for_all_acked(deadline) for p in publishers)
 
     def _send_tf(self, vertebrae: list) -> None:
         """One TFMessage with all of this package's static frames (caller holds the lock)."""
