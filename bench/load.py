@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/load.py [--seconds 600] [--rate 30] [--size 512]
 
-`x23d_ros.ros.load_check.stream`: posed mono16 frames with camera info at `--rate` while the
+`x23d_ros.ros.load_check.stream`: posed 32FC1 frames with camera info at `--rate` while the
 C-arm turns 6°/s; writes bench/results/load.json and .md: frames sent and received, `lost`
 (accepted shots lost: must be 0), drops by reason, the process's RSS at the start, the end
 and its maximum, and its CPU time.

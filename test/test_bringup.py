@@ -426,7 +426,7 @@ def test_a_reset_during_a_reconstruction_publishes_nothing_of_the_old_session(
 
 
 def test_a_30_hz_fluoroscopy_stream_loses_no_frame_and_no_shot(ros_domain_id, tmp_path):
-    """#23 load, short: 8 s of 256² mono16 frames at 30 Hz with pose and camera info while the
+    """#23 load, short: 8 s of 256² 32FC1 frames at 30 Hz with pose and camera info while the
     C-arm turns 6°/s. Every frame reaches the listener, every shot its rules accept from the
     frames sent is in the session folder, the rest are refused as duplicate views (then
     too_many), and the process's memory stays bounded. bench/load.py runs 10 minutes."""

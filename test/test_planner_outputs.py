@@ -139,7 +139,8 @@ def test_a_late_volatile_planner_gets_every_vertebra_and_reset_removes_them(
             grown_lo, grown_hi = visual.min(0) - v.min(0), v.max(0) - visual.max(0)
             # (at least 1 mm at the tips of processes, where the decimation cuts a little off)
             assert (grown_lo > 0.001).all() and (grown_hi > 0.001).all(), (grown_lo, grown_hi)
-            assert (grown_lo < 0.0025).all() and (grown_hi < 0.0025).all(), (grown_lo, grown_hi)
+            # (at most twice the padding, where the surface bends)
+            assert (grown_lo < 0.004).all() and (grown_hi < 0.004).all(), (grown_lo, grown_hi)
             body = o["subframes"]["body_centre"]["position"]
             f = frames[name].position
             assert np.allclose(body, [f.x, f.y, f.z], atol=1e-6)

@@ -2,7 +2,7 @@
 
 A C-arm in fluoroscopy mode sends 15–30 frames a second, each with its camera info and pose,
 while the arm turns. `stream` starts `bringup` on an isolated domain, sends `rate_hz` posed
-frames of `size`² mono16 for `seconds` while the view turns by `deg_per_s`, and measures what
+frames of `size`² 32FC1 for `seconds` while the view turns by `deg_per_s`, and measures what
 a medical-device team asks of it: every frame received (`lost_frames` = sent − received), no
 accepted shot lost (`lost` = the shots the listener's own rules accept from the frames sent,
 minus those in the session folder: must be 0), drops by reason, and the process's memory
@@ -130,7 +130,7 @@ def stream(
 
     K = geometry.intrinsics(1000.0, 300.0 / size, size, size)
     rng = np.random.default_rng(0)
-    frame = (rng.random((size, size)) * 40000).astype(np.uint16)
+    frame = (rng.random((size, size)) * 3.0).astype(np.float32)  # 32FC1 line integrals
     angles: list[float] = []
     try:
         assert spin(
