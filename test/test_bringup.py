@@ -440,3 +440,54 @@ def test_a_30_hz_fluoroscopy_stream_loses_no_frame_and_no_shot(ros_domain_id, tm
     assert sum(result.rejected.values()) == result.frames_sent - result.accepted_shots
     assert result.achieved_rate_hz > 20.0  # the sender's own pace, on a loaded machine
     assert result.rss_mb_end < result.rss_mb_start + 300.0, result
+
+
+def test_a_crash_mid_reconstruction_resumes_the_same_shots_and_publishes_under_the_same_session(
+    case, tmp_path, ros_domain_id
+):
+    """#23: SIGKILL while the reconstruction runs (one thread: it takes seconds); after a
+    restart the process resumes the session's three shots, reconstructs them without being
+    asked and publishes the spine under the same session id."""
+    from x23d_ros.ros.spine_publisher import SESSION_TOPIC
+
+    env = isolated_ros_env(ros_domain_id)
+    sessions_dir = tmp_path / "sessions"
+    log_path = tmp_path / "bringup.log"
+    log = open(log_path, "w")  # noqa: SIM115 (two processes write it in turn)
+    process = start_test_bringup(env, sessions_dir, log, threads=1)
+    probe = Probe(ros_domain_id)
+    records: list[DiagnosticArray] = []
+    probe.node.create_subscription(DiagnosticArray, SESSION_TOPIC, records.append, LATCHED)
+    try:
+        probe.wait_for_listener()
+        assert probe.spin_until(lambda: probe.latest_diagnostics().get("warm_up_ms"), 120)
+        first = probe.latest_diagnostics()["session"]
+        for i in range(3):
+            probe.send(case, i, 500 + i)
+        assert probe.spin_until(
+            lambda: probe.latest_diagnostics().get("state") == "reconstructing", 10
+        ), probe.latest_diagnostics()
+        process.send_signal(signal.SIGKILL)  # mid-reconstruction
+        process.wait(10)
+        assert not any(len(c.data) for c in probe.clouds), "the spine went out before the kill"
+        process = start_test_bringup(env, sessions_dir, log, threads=1)
+        assert probe.spin_until(lambda: any(len(c.data) for c in probe.clouds), 180), (
+            log_path.read_text()[-3000:]
+        )
+        assert probe.spin_until(
+            lambda: (
+                records
+                and {kv.key: kv.value for kv in records[-1].status[0].values}.get("published")
+                == "true"
+            ),
+            10,
+        )
+    finally:
+        stop(process)
+        log.close()
+    record = {kv.key: kv.value for kv in records[-1].status[0].values}
+    assert record["session"] == first
+    assert [float(t) for t in record["shot_stamps"].split(",")] == [500.0, 501.0, 502.0]
+    assert "resumed with 3 shots: reconstructing" in log_path.read_text()
+    assert len(list(sessions_dir.glob("*/shot_*.npz"))) == 3
+    probe.close()

@@ -165,6 +165,10 @@ class CArmListener(Node):
             self._init_tf()
         self.create_service(Trigger, "/x23d/reconstruct", self._srv_reconstruct)
         self.create_service(Trigger, "/x23d/reset", self._srv_reset)
+        if not why and len(self.session) >= self.p.views_required:
+            # A crash or restart mid-reconstruction: the same shots, the same session, again.
+            self.get_logger().info(f"resumed with {len(self.session)} shots: reconstructing")
+            self._request()
 
     # -- inputs -------------------------------------------------------------------------
     def _subscribe(self, kind, topic: str, callback) -> None:
