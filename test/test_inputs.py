@@ -23,16 +23,18 @@ def item(tmp_path_factory):
     return ShotDataset(out)[0]
 
 
-def _native_weights(path):
+def _weights(path, crop_source: str):
+    """The shipped weights with their fine stage cropping `crop_source` (the shipped one crops
+    natively; weights before cropped the working-size copy), on a small grid."""
     bundle = torch.load(DEFAULT_WEIGHTS, map_location="cpu", weights_only=True)
-    bundle["fine"] |= {"crop_source": "native", "grid": [40, 40, 32], "spacing_mm": 1.5}
+    bundle["fine"] |= {"crop_source": crop_source, "grid": [40, 40, 32], "spacing_mm": 1.5}
     torch.save(bundle, path)
     return path
 
 
 @pytest.mark.parametrize("crop_source", ["working", "native"])
 def test_a_training_sample_and_an_inference_call_give_the_same_tensors(item, tmp_path, crop_source):
-    weights = DEFAULT_WEIGHTS if crop_source == "working" else _native_weights(tmp_path / "n.pt")
+    weights = _weights(tmp_path / "w.pt", crop_source)
     reconstructor = Reconstructor(weights, device="cpu")
     fine, coarse = reconstructor.fine_cfg, reconstructor.coarse_cfg
     common = {"data": "-", "out": "-", "views": (3, 3), "image_size": reconstructor.image_size}
