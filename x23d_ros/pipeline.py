@@ -51,6 +51,19 @@ class ShotSetError(ValueError):
 SYNTHETIC_RANGE = (-0.5, 20.0)
 
 
+def synthetic_values_problem(image: np.ndarray) -> str | None:
+    """Why `image` cannot be a synthetic-domain shot (its values out of `SYNTHETIC_RANGE`),
+    or None. The one check the listener (as a shot arrives) and `ShotSet.validate` share."""
+    low, high = float(image.min()), float(image.max())
+    if SYNTHETIC_RANGE[0] <= low and high <= SYNTHETIC_RANGE[1]:
+        return None
+    return (
+        f"values {low:g} to {high:g} are no synthetic-domain bone line integrals (μ·L, within "
+        f"{SYNTHETIC_RANGE}): a display frame (mono8 0-255, mono16 0-65535) is fluoroscopy, "
+        "which these weights cannot read"
+    )
+
+
 @dataclass
 class Shot:
     """One posed X-ray. image (H, W): synthetic-domain values (bone line integrals μ·L) or
@@ -90,14 +103,9 @@ class ShotSet:
                 raise ShotSetError(f"shot {i}: image of shape {image.shape}, expected (H, W) ≥ 16")
             if not np.isfinite(image).all():
                 raise ShotSetError(f"shot {i}: the image holds NaN or infinite values")
-            if self.domain == "synthetic" and not (
-                image.min() >= SYNTHETIC_RANGE[0] and image.max() <= SYNTHETIC_RANGE[1]
-            ):
-                raise ShotSetError(
-                    f"shot {i}: values {image.min():g} to {image.max():g} are no synthetic-domain "
-                    f"bone line integrals (μ·L, within {SYNTHETIC_RANGE}): a display frame "
-                    "(mono8 0-255, mono16 0-65535) is fluoroscopy, which these weights cannot read"
-                )
+            problem = synthetic_values_problem(image) if self.domain == "synthetic" else None
+            if problem:
+                raise ShotSetError(f"shot {i}: {problem}")
             K = np.asarray(shot.K, float)
             if K.shape != (3, 3) or not np.isfinite(K).all() or K[0, 0] <= 0 or K[1, 1] <= 0:
                 raise ShotSetError(f"shot {i}: K must be a finite 3×3 with positive focal lengths")

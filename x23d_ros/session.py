@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from x23d_ros import geometry
-from x23d_ros.pipeline import MAX_SHOTS, SYNTHETIC_RANGE, Shot, ShotSet
+from x23d_ros.pipeline import MAX_SHOTS, Shot, ShotSet, synthetic_values_problem
 
 log = logging.getLogger(__name__)
 
@@ -83,14 +83,9 @@ def check_shot(
         raise ShotRejectedError("image_shape", f"shape {image.shape}")
     if not np.isfinite(image).all():
         raise ShotRejectedError("image_values", f"{int((~np.isfinite(image)).sum())} bad pixels")
-    if domain == "synthetic" and not (
-        SYNTHETIC_RANGE[0] <= image.min() and image.max() <= SYNTHETIC_RANGE[1]
-    ):
-        raise ShotRejectedError(
-            "domain_values",
-            f"values {image.min():g} to {image.max():g}, synthetic-domain line integrals lie "
-            f"within {SYNTHETIC_RANGE}: a display frame is fluoroscopy (domain: realistic)",
-        )
+    problem = synthetic_values_problem(image) if domain == "synthetic" else None
+    if problem:
+        raise ShotRejectedError("domain_values", problem)
     if shot.stamp is not None and shot.stamp < 0:
         raise ShotRejectedError("stamp", f"{shot.stamp} s")
     if info_size is not None and tuple(info_size) != image.shape:
