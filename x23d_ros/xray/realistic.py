@@ -16,13 +16,15 @@ pixel's ray (one ray-cast, `render`), in this order:
 6. image intensifier only: pincushion and S-distortion, and vignetting;
 7. the C-arm's image processing and display: −log, dynamic-range compression (subtracting a
    share of a heavily blurred copy, so a thick body's gradient does not hide the spine), edge
-   enhancement (unsharp mask), automatic window from the central region's histogram, gamma,
-   optional inversion, 8-bit quantisation.
+   enhancement (unsharp mask), automatic window from the central region's histogram mapped
+   into part of the display range with exponential roll-offs beyond it (no hard clipping),
+   gamma, optional inversion, 8-bit quantisation.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -57,8 +59,16 @@ class RealisticParams:
     edge_enhancement: Range = (0.0, 1.5)
     gamma: Range = (0.75, 1.3)
     invert_probability: float = 0.5
+    # The auto-window, from the central measuring field's histogram, is mapped linearly into
+    # display levels `display_low`..`display_high` of full scale; what lies beyond it rolls off
+    # exponentially into the rest of the scale instead of being cut (real lumbar frames span
+    # 146-227 of 255 grey levels between their 1st and 99th percentiles and clip almost
+    # nothing: #22's measurements of real radiographs and fluoroscopy; a hard window clipped
+    # 40 % of the exposed field here).
     window_low_pct: Range = (0.5, 5.0)
     window_high_pct: Range = (95.0, 99.8)
+    display_low: Range = (0.15, 0.3)
+    display_high: Range = (0.75, 0.9)
 
 
 @dataclass(frozen=True)
@@ -84,6 +94,8 @@ class ShotEffects:
     invert: bool
     window_low_pct: float
     window_high_pct: float
+    display_low: float
+    display_high: float
 
     def as_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -114,6 +126,8 @@ def sample_effects(rng: np.random.Generator, p: RealisticParams = RealisticParam
         invert=bool(rng.random() < p.invert_probability),
         window_low_pct=u(p.window_low_pct),
         window_high_pct=u(p.window_high_pct),
+        display_low=u(p.display_low),
+        display_high=u(p.display_high),
     )
 
 
@@ -144,14 +158,7 @@ def fluoroscopy(
 
     source = primary * -torch.log(torch.clamp(primary, min=1e-12))
     scatter = _gaussian_blur(source, fx.scatter_sigma_mm / pixel_mm, downsample=True)
-    h, w_px = primary.shape
-    yy, xx = torch.meshgrid(
-        torch.arange(h, device=device, dtype=torch.float32) - (h - 1) / 2,
-        torch.arange(w_px, device=device, dtype=torch.float32) - (w_px - 1) / 2,
-        indexing="ij",
-    )
-    half = min(h, w_px) / 2
-    radius = torch.sqrt(xx**2 + yy**2) / half
+    radius, field = _field(fx, primary.shape, device)
     centre = radius <= 0.3
     scale = (
         fx.scatter_to_primary
@@ -159,16 +166,6 @@ def fluoroscopy(
         / torch.clamp(scatter[centre].mean(), min=1e-12)
     )
     signal = primary + scale * scatter
-    if fx.intensifier:
-        field = radius <= fx.collimator_radius
-    else:
-        left, right, top, bottom = fx.shutter_margins
-        field = (
-            (xx >= -w_px / 2 + left * w_px)
-            & (xx <= w_px / 2 - right * w_px)
-            & (yy >= -h / 2 + top * h)
-            & (yy <= h / 2 - bottom * h)
-        )
     signal = signal * field
 
     # Automatic exposure control: scale the tube output to the signal in the central field.
@@ -188,6 +185,47 @@ def fluoroscopy(
     return _display(image, field, field & (radius <= 0.35), fx, pixel_mm)
 
 
+def _field(
+    fx: ShotEffects, shape: tuple[int, int], device: torch.device | str = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(radius from the centre over half the shorter side, the collimated field) (H, W).
+    `fx` needs only `intensifier`, `collimator_radius` and `shutter_margins`."""
+    h, w_px = shape
+    yy, xx = torch.meshgrid(
+        torch.arange(h, device=device, dtype=torch.float32) - (h - 1) / 2,
+        torch.arange(w_px, device=device, dtype=torch.float32) - (w_px - 1) / 2,
+        indexing="ij",
+    )
+    half = min(h, w_px) / 2
+    radius = torch.sqrt(xx**2 + yy**2) / half
+    if fx.intensifier:
+        field = radius <= fx.collimator_radius
+    else:
+        left, right, top, bottom = fx.shutter_margins
+        field = (
+            (xx >= -w_px / 2 + left * w_px)
+            & (xx <= w_px / 2 - right * w_px)
+            & (yy >= -h / 2 + top * h)
+            & (yy <= h / 2 - bottom * h)
+        )
+    return radius, field
+
+
+def field_mask(effects: dict, shape: tuple[int, int]) -> np.ndarray:
+    """(H, W) bool: where a shot drawn with `effects` (a shard's `ShotEffects.as_dict()`) was
+    exposed, inside the collimator or the shutters. Effects without the collimation (a
+    site's own shots): the whole image."""
+    try:
+        fx = SimpleNamespace(
+            intensifier=bool(effects["intensifier"]),
+            collimator_radius=float(effects["collimator_radius"]),
+            shutter_margins=tuple(effects["shutter_margins"]),
+        )
+    except (KeyError, TypeError):
+        return np.ones(shape, bool)
+    return _field(fx, shape)[1].numpy()
+
+
 def _display(
     image: torch.Tensor, field: torch.Tensor, roi: torch.Tensor, fx: ShotEffects, pixel_mm: float
 ) -> torch.Tensor:
@@ -202,9 +240,22 @@ def _display(
         detail = attenuation - _gaussian_blur(attenuation, 1.5 / pixel_mm)
         attenuation = attenuation + fx.edge_enhancement * detail
     inside = attenuation[roi] if roi.any() else attenuation.flatten()
-    lo = torch.quantile(inside[:: max(1, inside.numel() // 100_000)], fx.window_low_pct / 100)
-    hi = torch.quantile(inside[:: max(1, inside.numel() // 100_000)], fx.window_high_pct / 100)
-    shown = torch.clamp((attenuation - lo) / torch.clamp(hi - lo, min=1e-6), 0.0, 1.0) ** fx.gamma
+    inside = inside[:: max(1, inside.numel() // 100_000)]
+    lo = torch.quantile(inside, fx.window_low_pct / 100)
+    hi = torch.quantile(inside, fx.window_high_pct / 100)
+    u = (attenuation - lo) / torch.clamp(hi - lo, min=1e-6)
+    low, high = fx.display_low, fx.display_high
+    slope = 0.3 * (high - low)  # the roll-offs start at 0.3 of the window's slope: a knee
+    shown = torch.where(
+        u < 0,
+        low * torch.exp(torch.clamp(u, max=0.0) * slope / low),
+        torch.where(
+            u > 1,
+            1.0 - (1.0 - high) * torch.exp(-torch.clamp(u - 1.0, min=0.0) * slope / (1.0 - high)),
+            low + (high - low) * u,
+        ),
+    )
+    shown = shown**fx.gamma
     shown = torch.where(field, shown, torch.ones_like(shown))  # no radiation: fully attenuated look
     if fx.invert:
         shown = 1.0 - shown
