@@ -61,6 +61,22 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_arguments(ev)
     ev.set_defaults(func=evaluate.run)
 
+    from x23d_ros.train import style
+
+    st = sub.add_parser(
+        "style", help="train the fluoroscopy → synthetic style transfer on paired shards"
+    )
+    style.add_arguments(st)
+    st.set_defaults(func=style.run)
+
+    from x23d_ros.train import adapt
+
+    ad = sub.add_parser(
+        "adapt", help="transfer learning: fine-tune weights on fluoroscopy-domain shards"
+    )
+    adapt.add_arguments(ad)
+    ad.set_defaults(func=adapt.run)
+
     from x23d_ros import calibrate
 
     ca = sub.add_parser("calibrate", help="fit where the fine grids go (on training data)")

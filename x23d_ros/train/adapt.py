@@ -1,0 +1,108 @@
+"""`x23d adapt`: transfer learning (Jecklin et al. 2024's first adaptation): fine-tune
+synthetic-domain weights on a few fluoroscopy-domain cases, so that they read fluoroscopy
+directly.
+
+Both stages go on training from the given weights, with their own shipped configurations
+(`weights/train_coarse_mix.json`, `weights/train_fine_native.json`) on the realistic shots of
+`--data` (the display frames, [0, 1]): the fine stage first (it reads the detail), then the
+coarse stage, each resumable in `<out>/fine` and `<out>/coarse`; then `<out>/adapted.pt` is
+written, with domain "realistic" and the coarse stage's calibration carried over from the
+weights it started from (the calibration places the fine grids; it was fitted on synthetic
+shots). Running the same command again continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+import torch
+
+from x23d_ros.train.config import TrainConfig
+from x23d_ros.train.export import export_weights
+from x23d_ros.train.loop import train
+
+log = logging.getLogger(__name__)
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+CONFIGS = {"coarse": "train_coarse_mix.json", "fine": "train_fine_native.json"}
+CARRIED = ("centre_offset_mm", "placement", "centre_offset_fit")
+
+
+def stage_config(stage: str, weights: Path, data: str, out: Path, val: str | None, steps: int):
+    """The shipped configuration of `stage`, pointed at the fluoroscopy shards and the weights
+    to start from, with `steps` steps of cosine decay from a tenth of its learning rate."""
+    base = json.loads((WEIGHTS_DIR / CONFIGS[stage]).read_text())
+    base |= {
+        "data": data,
+        "out": str(out / stage),
+        "val": val,
+        "domain": "realistic",
+        "init": str(weights),
+        "steps": steps,
+        "lr": base["lr"] / 10,
+        "decay_from": 0,
+        "val_every": max(steps // 2, 1),
+        "checkpoint_every": max(min(50, steps), 1),
+    }
+    return TrainConfig.from_json(json.dumps(base))
+
+
+def adapt(
+    weights: Path,
+    data: str,
+    out: Path,
+    val: str | None = None,
+    fine_steps: int = 300,
+    coarse_steps: int = 200,
+) -> Path:
+    """Fine-tune both stages of `weights` on the fluoroscopy shots of `data`; return the
+    adapted weights file."""
+    out.mkdir(parents=True, exist_ok=True)
+    source = torch.load(weights, map_location="cpu", weights_only=True)
+    runs = {}
+    for stage, steps in (("fine", fine_steps), ("coarse", coarse_steps)):
+        runs[stage] = train(stage_config(stage, weights, data, out, val, steps))
+    path = out / "adapted.pt"
+    note = f"transfer learning: {weights.name} fine-tuned on the fluoroscopy shots of {data}"
+    bundle = export_weights(runs["coarse"], runs["fine"], path, source["image_size"], note)
+    for key in CARRIED:
+        if key in source["coarse"]:
+            bundle["coarse"][key] = source["coarse"][key]
+    bundle["adapted_from_sha256"] = _sha256(weights)
+    torch.save(bundle, path)
+    return path
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", required=True, help="shards with fluoroscopy (realistic) shots")
+    parser.add_argument("--out", type=Path, required=True, help="run folder (resumes)")
+    parser.add_argument("--weights", default="default", help="weights to start from")
+    parser.add_argument("--val", help="validation shards (realistic shots)")
+    parser.add_argument("--fine-steps", type=int, default=300)
+    parser.add_argument("--coarse-steps", type=int, default=200)
+
+
+def run(args: argparse.Namespace) -> int:
+    from x23d_ros.pipeline import resolve_weights
+
+    path = adapt(
+        resolve_weights(args.weights),
+        args.data,
+        args.out,
+        args.val,
+        args.fine_steps,
+        args.coarse_steps,
+    )
+    print(path)
+    return 0
+
+
+__all__ = ["adapt", "add_arguments", "run", "stage_config"]
