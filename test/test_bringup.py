@@ -494,3 +494,73 @@ def test_a_crash_mid_reconstruction_resumes_the_same_shots_and_publishes_under_t
     assert "resumed with 3 shots: reconstructing" in log_path.read_text()
     assert len(list(sessions_dir.glob("*/shot_*.npz"))) == 3
     probe.close()
+
+
+def test_fluoroscopy_frames_go_through_the_style_transfer_and_the_gate_refuses_noise(
+    tmp_path, ros_domain_id
+):
+    """#22 over ROS: with `domain` realistic, mono8 fluoroscopy frames are scaled to [0, 1],
+    turned into the synthetic domain by the shipped style transfer and reconstructed; the
+    diagnostics name the adaptation and its time. Three noise frames before them are refused
+    by the domain gate (counted by reason), the shots kept, nothing published."""
+    import pytest
+    import torch
+    from std_srvs.srv import Trigger
+
+    from x23d_ros.data.dataset import ShotDataset
+    from x23d_ros.data.simulate import SimulateConfig, simulate
+    from x23d_ros.model.style import DEFAULT_STYLE
+
+    if not DEFAULT_STYLE.is_file():
+        pytest.skip("no shipped style transfer")
+    data = tmp_path / "fluoroscopy"
+    simulate(
+        SimulateConfig(
+            out=data,
+            cases=1,
+            views=3,
+            seed=31,
+            image_size=320,
+            spacing_mm=2.0,
+            configuration="ap_lat_oblique",
+            centring="level",
+            distortion=False,
+        )
+    )
+    item = ShotDataset(data, "realistic")[0]
+    frames = dict(item, images=torch.round(item["images"] * 255).to(torch.uint8))
+    rng = np.random.default_rng(0)
+    noise = dict(item, images=torch.from_numpy(rng.integers(0, 256, (3, 320, 320), np.uint8)))
+    env = isolated_ros_env(ros_domain_id)
+    log = open(tmp_path / "bringup.log", "w")  # noqa: SIM115
+    process = start_test_bringup(env, tmp_path / "sessions", log, domain="realistic")
+    probe = Probe(ros_domain_id)
+    reset = probe.node.create_client(Trigger, "/x23d/reset")
+    try:
+        probe.wait_for_listener()
+        assert probe.spin_until(lambda: probe.latest_diagnostics().get("warm_up_ms"), 120)
+        for i, stamp_s in enumerate((100, 101, 102)):
+            probe.send(noise, i, stamp_s)
+        assert probe.spin_until(
+            lambda: probe.latest_diagnostics().get("gate_refused.noise") == "1", 120
+        ), (tmp_path / "bringup.log").read_text()[-3000:]
+        diagnostics = probe.latest_diagnostics()
+        assert diagnostics["shots_collected"] == "3" and "noise" in diagnostics["last_error"]
+        assert diagnostics["style_transfer"] not in ("", "none")
+        assert not any(len(c.data) for c in probe.clouds)
+        assert probe.spin_until(reset.service_is_ready, 10)
+        future = reset.call_async(Trigger.Request())
+        assert probe.spin_until(future.done, 30) and future.result().success
+        for i, stamp_s in enumerate((200, 201, 202)):
+            probe.send(frames, i, stamp_s)
+        assert probe.spin_until(lambda: any(len(c.data) for c in probe.clouds), 180), (
+            tmp_path / "bringup.log"
+        ).read_text()[-3000:]
+        assert probe.spin_until(lambda: "adaptation" in probe.latest_diagnostics(), 10)
+        diagnostics = probe.latest_diagnostics()
+        assert diagnostics["adaptation"].startswith("style transfer style.pt")
+        assert float(diagnostics["latency_ms.style"]) > 0
+    finally:
+        stop(process)
+        log.close()
+        probe.close()

@@ -48,7 +48,7 @@ def test_a_reconstruction_has_meshes_points_frames_and_timings(case, reconstruct
         lo = v.affine[:3, 3]
         hi = lo + np.diag(v.affine)[:3] * (np.array(v.probability.shape) - 1)
         assert ((v.vertices >= lo - 1) & (v.vertices <= hi + 1)).all()
-    assert set(recon.timings_ms) == {"prepare", "localise", "segment", "surface", "total"}
+    assert set(recon.timings_ms) == {"prepare", "localise", "segment", "gate", "surface", "total"}
     assert recon.weights_sha256 == reconstructor.weights_sha256
 
 
@@ -194,8 +194,12 @@ def test_shots_the_weights_cannot_read_are_refused_with_the_reason(case, reconst
     (bone line integrals); shots declared realistic, and display frames (mono8 / mono16
     values) passed as synthetic, are refused instead of reconstructed into nonsense."""
     shots = shot_set_from_case(case).shots
+    frames = [Shot(s.image / s.image.max(), s.K, s.T_ref_source) for s in shots]
+    without_style = Reconstructor(style=None)
     with pytest.raises(ShotSetError, match="realistic-domain, the weights read synthetic"):
-        reconstructor.reconstruct(ShotSet(shots, domain="realistic"))
+        without_style.reconstruct(ShotSet(frames, domain="realistic"))
+    with pytest.raises(ShotSetError, match="no fluoroscopy display frame scaled to"):
+        reconstructor.reconstruct(ShotSet(shots, domain="realistic"))  # μ·L up to 2.6
     for scale in (255.0 / 4.0, 65535.0 / 4.0):  # a shot of μ·L ≤ 4 shown as mono8, mono16
         display = [Shot(s.image * scale, s.K, s.T_ref_source) for s in shots]
         with pytest.raises(ShotSetError, match="display frame"):

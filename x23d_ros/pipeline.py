@@ -24,10 +24,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from x23d_ros import geometry, levels, surface
+from x23d_ros import gate, geometry, levels, surface
 from x23d_ros.anatomy import LEVELS
 from x23d_ros.model import inputs
 from x23d_ros.model.network import NetConfig, X23DNet
+from x23d_ros.model.style import DEFAULT_STYLE, POLARITIES, StyleTransfer
 from x23d_ros.poses import sample_views
 from x23d_ros.surface import box_centre
 
@@ -39,10 +40,21 @@ MIN_SHOTS = 2
 MAX_SHOTS = 8
 #: How a level's fine grid is placed from its coarse blob (`Reconstructor.localise`).
 PLACEMENTS = ("box-lps", "centroid-spine")
+DEFAULT_GATE = gate.GateLimits()
 
 
 class ShotSetError(ValueError):
     """The shots cannot be reconstructed from; the message says why."""
+
+
+class GateRefusedError(ShotSetError):
+    """The domain gate refused the shot set (`x23d_ros.gate`): `reason` a key of
+    `gate.REASONS`, `shot` the index of the shot that failed (None: the set as a whole)."""
+
+    def __init__(self, problem: gate.Problem, shot: int | None = None, stage: str = "") -> None:
+        where = "" if shot is None else f"shot {shot}: "
+        super().__init__(f"{where}{stage}{problem}; nothing reconstructed, the shots are kept")
+        self.reason, self.shot = problem.reason, shot
 
 
 #: What a synthetic-domain shot (the bone-only DRR's line integrals μ·L) can hold: the data
@@ -62,6 +74,25 @@ def synthetic_values_problem(image: np.ndarray) -> str | None:
         f"{SYNTHETIC_RANGE}): a display frame (mono8 0-255, mono16 0-65535) is fluoroscopy, "
         "which these weights cannot read"
     )
+
+
+def fluoroscopy_values_problem(image: np.ndarray) -> str | None:
+    """Why `image` cannot be a fluoroscopy display frame scaled to [0, 1] (the listener divides
+    mono8 by 255 and mono16 by its white level), or None."""
+    low, high = float(image.min()), float(image.max())
+    if low >= -1e-6 and high <= 1.0 + 1e-6:
+        return None
+    return (
+        f"values {low:g} to {high:g} are no fluoroscopy display frame scaled to [0, 1]: "
+        "divide mono8 by 255 and mono16 by its white level (the listener does)"
+    )
+
+
+def values_problem(image: np.ndarray, domain: str) -> str | None:
+    """The value check of `domain`'s shots (see the two functions above)."""
+    if domain == "synthetic":
+        return synthetic_values_problem(image)
+    return fluoroscopy_values_problem(image)
 
 
 @dataclass
@@ -103,7 +134,7 @@ class ShotSet:
                 raise ShotSetError(f"shot {i}: image of shape {image.shape}, expected (H, W) ≥ 16")
             if not np.isfinite(image).all():
                 raise ShotSetError(f"shot {i}: the image holds NaN or infinite values")
-            problem = synthetic_values_problem(image) if self.domain == "synthetic" else None
+            problem = values_problem(image, self.domain)
             if problem:
                 raise ShotSetError(f"shot {i}: {problem}")
             K = np.asarray(shot.K, float)
@@ -152,6 +183,12 @@ class Reconstruction:
     notes: list[str] = field(default_factory=list)
     session: str = ""  # the shot set's session
     shot_stamps: list[float | None] = field(default_factory=list)  # each shot's, in order
+    # How the shots were brought to the weights' domain: "" (they were in it), or the style
+    # transfer's name and file hash ("style transfer style.pt 1a2b3c4d").
+    adaptation: str = ""
+    # Per level, the gate's reprojection agreement (`gate.reprojection_agreement`); levels
+    # below the limit are in `missing`, with a note.
+    agreement: dict[str, float] = field(default_factory=dict)
 
     @property
     def stamp(self) -> float | None:
@@ -190,6 +227,9 @@ class Reconstructor:
         device: str = "auto",
         points_per_vertebra: int = 2000,
         refine: bool = False,
+        style: str | Path | None = "default",
+        gate_limits: gate.GateLimits | None = DEFAULT_GATE,
+        polarity: str = "auto",
     ) -> None:
         path = resolve_weights(weights)
         self.weights_path = path
@@ -217,8 +257,21 @@ class Reconstructor:
         if self.placement not in PLACEMENTS:
             raise ValueError(f"{path}: placement {self.placement!r}, expected one of {PLACEMENTS}")
         self.points_per_vertebra = points_per_vertebra
+        self.gate_limits = gate_limits  # None: no domain gate (benchmarks of what it stops)
+        if polarity not in POLARITIES:
+            raise ValueError(f"polarity must be one of {POLARITIES}, not {polarity!r}")
+        self.polarity = polarity  # how fluoroscopy frames show bone (the driver's word)
         self.refine = refine
         self.card = {k: v for k, v in bundle.items() if k not in ("coarse", "fine")}
+        # The fluoroscopy → synthetic style transfer that runs before localisation when the
+        # shots are fluoroscopy and the weights read synthetic shots: "default" (the shipped
+        # one, when present), a file, or None (fluoroscopy then refused).
+        self.style: StyleTransfer | None = None
+        self.style_sha256 = ""
+        wanted = style is not None and self.domain == "synthetic"
+        if wanted and (str(style) != "default" or DEFAULT_STYLE.is_file()):
+            self.style = StyleTransfer(style, self.device)
+            self.style_sha256 = _sha256(self.style.path)
 
     # -- stages -------------------------------------------------------------------------
     def prepare(self, shot_set: ShotSet) -> inputs.Views:
@@ -335,16 +388,17 @@ class Reconstructor:
         With `shot_set.patient_axes` (R_ref_patient), the poses (and `centres`) are turned
         into the patient's axes first and the results turned back."""
         shot_set.validate()
-        if shot_set.domain != self.domain:
-            raise ShotSetError(
-                f"the shots are {shot_set.domain}-domain, the weights read {self.domain} "
-                "shots only (no domain adaptation is installed): nothing reconstructed"
-            )
+        self._gate(shot_set, "")
         R = shot_set.patient_axes
         if R is not None and not np.allclose(R, np.eye(3)):
             return self._reconstruct_turned(shot_set, np.asarray(R, float), seed, centres)
         timings: dict[str, float] = {}
         clock = _Clock(self.device, timings)
+        adaptation = ""
+        if shot_set.domain != self.domain:
+            shot_set, adaptation = self.adapt(shot_set)
+            clock.lap("style")
+            self._gate(shot_set, "after the style transfer: ")
         views = self.prepare(shot_set)
         clock.lap("prepare")
         if centres is None:
@@ -370,9 +424,20 @@ class Reconstructor:
         notes = _orientation_notes(shot_set)
         rng = np.random.default_rng(seed)
         found = [n for n in LEVEL_NAMES if n in grids]
+        masks = {n: surface.largest_component(grids[n][0] >= 0.5) for n in found}
+        agreement = self._agreement(views, shot_set, grids, masks)
+        clock.lap("gate")
         for name in found:
             prob, affine = grids[name]
-            mask = surface.largest_component(prob >= 0.5)
+            mask = masks[name]
+            limit = self.gate_limits.min_agreement if self.gate_limits else None
+            if limit is not None and agreement.get(name, np.nan) < limit:
+                notes.append(
+                    f"{name}: its reprojection disagrees with the shots (agreement "
+                    f"{agreement[name]:.2f} < {limit}): reported missing"
+                )
+                missing.append(name)
+                continue
             try:
                 verts, faces = surface.mesh_from_probability(prob, affine, keep=mask)
             except surface.SurfaceError as error:
@@ -405,7 +470,77 @@ class Reconstructor:
             notes=notes,
             session=shot_set.session,
             shot_stamps=[shot.stamp for shot in shot_set.shots],
+            adaptation=adaptation,
+            agreement=agreement,
         )
+
+    def _gate(self, shot_set: ShotSet, stage: str) -> None:
+        """Refuse (GateRefusedError) a shot set with a shot the networks cannot read."""
+        if self.gate_limits is None:
+            return
+        adapted = bool(stage)
+        for i, shot in enumerate(shot_set.shots):
+            image = np.asarray(shot.image, np.float32)
+            if adapted:
+                problem = gate.check_adapted(image, self.gate_limits)
+            else:
+                problem = gate.check_image(image, shot_set.domain, self.gate_limits)
+            if problem is not None:
+                raise GateRefusedError(problem, i, stage)
+
+    def _agreement(self, views, shot_set, grids, masks) -> dict[str, float]:
+        """Per level, `gate.reprojection_agreement` on the shots as the networks read them;
+        all levels disagreeing is a refusal of the set (`inconsistent`)."""
+        if self.gate_limits is None or not grids:
+            return {}
+        images = [np.asarray(s.image, np.float32) for s in shot_set.shots]
+        P = views.P
+        out = {
+            name: round(gate.reprojection_agreement(masks[name], grids[name][1], images, P), 3)
+            for name in grids
+        }
+        scores = [a for a in out.values() if not np.isnan(a)]
+        if scores and max(scores) < self.gate_limits.min_agreement:
+            raise GateRefusedError(
+                gate.Problem(
+                    "inconsistent",
+                    f"the best of {len(scores)} levels agrees at {max(scores):.2f}, "
+                    f"below {self.gate_limits.min_agreement}",
+                )
+            )
+        return out
+
+    def adapt(self, shot_set: ShotSet) -> tuple[ShotSet, str]:
+        """`shot_set` in the weights' domain, through the style transfer, and its name; raises
+        ShotSetError when no adaptation between the two domains is installed."""
+        if self.style is None or (shot_set.domain, self.domain) != (
+            self.style.from_domain,
+            self.style.to_domain,
+        ):
+            raise ShotSetError(
+                f"the shots are {shot_set.domain}-domain, the weights read {self.domain} "
+                "shots only (no domain adaptation is installed): nothing reconstructed"
+            )
+        images = self.style(
+            [np.asarray(s.image, np.float32) for s in shot_set.shots], self.polarity
+        )
+        if self.polarity != "auto" and self.gate_limits is not None:
+            declared_dark = self.polarity == "bone_dark"
+            for i, p in enumerate(self.style.bone_dark_p):
+                seen_dark = p if not declared_dark else 1.0 - p  # the other polarity's
+                if seen_dark > self.gate_limits.max_polarity_doubt:
+                    raise GateRefusedError(
+                        gate.Problem(
+                            "polarity",
+                            f"declared {self.polarity}, but the frame looks "
+                            f"{'bone_bright' if declared_dark else 'bone_dark'} "
+                            f"(p = {seen_dark:.2f})",
+                        ),
+                        i,
+                    )
+        shots = [replace(s, image=image) for s, image in zip(shot_set.shots, images, strict=True)]
+        name = f"style transfer {self.style.path.name} {self.style_sha256[:8]}"
+        return replace(shot_set, shots=shots, domain=self.domain), name
 
     def _reconstruct_turned(self, shot_set, R_ref_patient, seed, centres) -> Reconstruction:
         geometry.check_pose(_homogeneous(R_ref_patient))

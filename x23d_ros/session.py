@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from x23d_ros import geometry
-from x23d_ros.pipeline import MAX_SHOTS, Shot, ShotSet, synthetic_values_problem
+from x23d_ros.pipeline import MAX_SHOTS, Shot, ShotSet, values_problem
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ def check_shot(
         raise ShotRejectedError("image_shape", f"shape {image.shape}")
     if not np.isfinite(image).all():
         raise ShotRejectedError("image_values", f"{int((~np.isfinite(image)).sum())} bad pixels")
-    problem = synthetic_values_problem(image) if domain == "synthetic" else None
+    problem = values_problem(image, domain) if domain else None
     if problem:
         raise ShotRejectedError("domain_values", problem)
     if shot.stamp is not None and shot.stamp < 0:

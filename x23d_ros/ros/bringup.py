@@ -65,6 +65,7 @@ class Pipeline:
             "session": self.listener.session.folder.name,
             "device": str(model.device) if model else "",
             "weights_sha256": model.weights_sha256[:16] if model else "",
+            "style_transfer": (model.style_sha256[:16] or "none") if model else "",
             "reconstructions": str(r.runs),
             "warm_up_ms": "" if r.warm_up_ms is None else f"{r.warm_up_ms:.0f}",
             "threads": str(r.threads) if r.threads else "",
@@ -72,12 +73,15 @@ class Pipeline:
         }
         for reason, count in sorted(self.listener.rejections.items()):
             values[f"rejected.{reason}"] = str(count)
+        for reason, count in sorted(r.refusals.items()):
+            values[f"gate_refused.{reason}"] = str(count)
         for topic, count in sorted(self.listener.incompatible_qos.items()):
             values[f"incompatible_qos.{topic}"] = str(count)
         if r.last is not None:
             for stage, ms in r.last.timings_ms.items():
                 values[f"latency_ms.{stage}"] = f"{ms:.1f}"
             values["levels"] = ",".join(r.last.vertebrae)
+            values["adaptation"] = r.last.adaptation or "none"
         return values
 
     def destroy(self) -> None:

@@ -35,7 +35,7 @@ from std_srvs.srv import Trigger
 
 from x23d_ros.distortion import DewarpMap, DistortionError, undistort
 from x23d_ros.pipeline import MIN_SHOTS, Shot, ShotSet
-from x23d_ros.ros.image_conversion import ImageMessageError, image_from_msg
+from x23d_ros.ros.image_conversion import FULL_SCALE, ImageMessageError, image_from_msg
 from x23d_ros.ros.parameters import Param, declare
 from x23d_ros.ros.sync import StampMatcher
 from x23d_ros.session import ShotChecks, ShotRejectedError, ShotSession, check_shot
@@ -66,7 +66,21 @@ PARAMS = (
         1e9,
     ),
     Param("patient_id", "", "when set, resume only this patient's session; stored with the shots"),
-    Param("domain", "synthetic", "what the shots look like: synthetic or realistic"),
+    Param(
+        "domain",
+        "synthetic",
+        "what the shots are: synthetic (32FC1 bone line integrals μ·L) or realistic "
+        "(fluoroscopy display frames: mono8, mono16/16UC1 scaled by white_level, or 32FC1 in "
+        "[0, 1]; bone dark or bright)",
+    ),
+    Param(
+        "white_level",
+        0.0,
+        "realistic domain: the pixel value of full white (e.g. 4095 for 12-bit frames in "
+        "mono16); 0: the encoding's full scale (255, 65535)",
+        0.0,
+        65535.0,
+    ),
     Param(
         "patient_orientation_xyzw",
         [0.0, 0.0, 0.0, 1.0],
@@ -234,7 +248,10 @@ class CArmListener(Node):
         except ImageMessageError as error:
             self._reject("bad_image", str(error))
             return
-        self._handle(*self.matcher.add_image(_stamp(msg), (image.astype(np.float32), msg)))
+        image = image.astype(np.float32)
+        if self.p.domain == "realistic" and msg.encoding in FULL_SCALE:
+            image /= self.p.white_level or FULL_SCALE[msg.encoding]  # display values in [0, 1]
+        self._handle(*self.matcher.add_image(_stamp(msg), (image, msg)))
 
     def _on_info(self, msg: CameraInfo) -> None:
         if self._future(msg, "camera info"):

@@ -22,6 +22,8 @@ DTYPE_OF_ENCODING: dict[str, np.dtype] = {
     "16UC1": np.dtype(np.uint16),
     "32FC1": np.dtype(np.float32),
 }
+#: The value of full white of each integer encoding (a fluoroscopy frame's display scale).
+FULL_SCALE = {"mono8": 255.0, "mono16": 65535.0, "16UC1": 65535.0}
 _ENCODING_OF_DTYPE = {
     np.dtype(np.uint8): "mono8",
     np.dtype(np.uint16): "mono16",

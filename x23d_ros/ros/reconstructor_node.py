@@ -27,6 +27,18 @@ from x23d_ros.ros.parameters import Param, declare
 PARAMS = (
     Param("weights", "default", "weights file, or default (the shipped weights)"),
     Param("device", "auto", "auto (CUDA when present), cpu or cuda"),
+    Param(
+        "style_transfer",
+        "default",
+        "fluoroscopy → synthetic style transfer: default (the shipped one), a file, or none "
+        "(fluoroscopy-domain shots then refused)",
+    ),
+    Param(
+        "polarity",
+        "auto",
+        "how fluoroscopy frames show bone: auto (decided per frame), bone_bright or bone_dark "
+        "(a frame that looks otherwise is refused)",
+    ),
     Param("points_per_vertebra", 2000, "surface points per vertebra in the cloud", 10, 100000),
     Param("autostart", True, "configure and activate at start (else: drive its lifecycle)"),
     Param("threads", 0, "CPU threads the networks use; 0: torch's default (one per core)", 0, 1024),
@@ -54,6 +66,7 @@ class ReconstructorNode(LifecycleNode):
         self.last: Reconstruction | None = None
         self.last_error = ""
         self.runs = 0
+        self.refusals: dict[str, int] = {}  # shot sets the domain gate refused, by reason
         self.warm_up_ms: float | None = None
         self.threads = 0  # what the worker thread's networks use, once warmed up
         self._cold: Reconstructor | None = None  # configured, not yet warmed up
@@ -71,7 +84,11 @@ class ReconstructorNode(LifecycleNode):
             if self.p.device.startswith("cuda") and not torch.cuda.is_available():
                 raise RuntimeError(f"device {self.p.device!r} asked for, but CUDA is not available")
             reconstructor = Reconstructor(
-                self.p.weights, self.p.device, points_per_vertebra=self.p.points_per_vertebra
+                self.p.weights,
+                self.p.device,
+                points_per_vertebra=self.p.points_per_vertebra,
+                style=None if self.p.style_transfer == "none" else self.p.style_transfer,
+                polarity=self.p.polarity,
             )
         except (OSError, RuntimeError, ValueError, KeyError) as error:
             self.last_error = f"configure: {error}"
@@ -83,9 +100,15 @@ class ReconstructorNode(LifecycleNode):
             self.reconstructor = self._cold = reconstructor
             self.warm_up_ms = None
             self._wake.notify()
+        style = reconstructor.style
         self.get_logger().info(
             f"weights {reconstructor.weights_path} "
-            f"(sha256 {reconstructor.weights_sha256[:12]}) on {reconstructor.device}"
+            f"(sha256 {reconstructor.weights_sha256[:12]}) on {reconstructor.device}; "
+            + (
+                f"style transfer {style.path} (sha256 {reconstructor.style_sha256[:12]})"
+                if style
+                else "no style transfer"
+            )
         )
         return TransitionCallbackReturn.SUCCESS
 
@@ -190,6 +213,9 @@ class ReconstructorNode(LifecycleNode):
                 recon = reconstructor.reconstruct(shot_set)
             except ShotSetError as error:
                 self.last_error = str(error)
+                reason = getattr(error, "reason", None)  # the domain gate's (GateRefusedError)
+                if reason:
+                    self.refusals[reason] = self.refusals.get(reason, 0) + 1
                 self.get_logger().error(f"cannot reconstruct: {error}")
             except Exception as error:  # a fault of ours: report it, keep the worker and shots
                 self.last_error = f"reconstruction failed: {error!r}"

@@ -253,6 +253,7 @@ class SpinePublisher(Node):
                 shot_stamps=",".join("" if t is None else f"{t:.9f}" for t in recon.shot_stamps),
                 imaged_at="" if recon.stamp is None else f"{recon.stamp:.9f}",
                 weights_sha256=recon.weights_sha256,
+                adaptation=recon.adaptation or "none",
                 levels=",".join(recon.vertebrae),
             )
         status = DiagnosticStatus(

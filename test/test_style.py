@@ -1,0 +1,197 @@
+"""#22: the fluoroscopy → synthetic style transfer, its training, and the domain gate."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from x23d_ros.data.dataset import ShotDataset
+from x23d_ros.data.simulate import SimulateConfig, simulate
+from x23d_ros.evaluate import score
+from x23d_ros.model.style import DEFAULT_STYLE, StyleConfig, StyleNet, StyleTransfer
+from x23d_ros.pipeline import (
+    GateRefusedError,
+    Reconstructor,
+    Shot,
+    ShotSet,
+    ShotSetError,
+    shot_set_from_case,
+)
+from x23d_ros.train.style import PairedShots, StyleTrainConfig, sample_batch, train_style
+from x23d_ros.xray.realistic import field_mask
+
+
+@pytest.fixture(scope="module")
+def paired(tmp_path_factory):
+    """One procedural case, both domains from the same 3 poses, as the style transfer was
+    trained on (320², no image-intensifier distortion, shots centred on a level)."""
+    out = tmp_path_factory.mktemp("paired")
+    simulate(
+        SimulateConfig(
+            out=out,
+            cases=1,
+            views=3,
+            seed=31,
+            image_size=320,
+            spacing_mm=2.0,
+            configuration="ap_lat_oblique",
+            centring="level",
+            distortion=False,
+        )
+    )
+    return out
+
+
+@pytest.fixture(scope="module")
+def reconstructor():
+    return Reconstructor("default", device="cpu", points_per_vertebra=300)
+
+
+def test_the_network_keeps_any_size_and_answers_line_integrals():
+    net = StyleNet(StyleConfig(width=4)).eval()
+    for h, w in ((64, 64), (75, 131), (17, 200)):
+        y = net(torch.rand(2, 1, h, w))
+        assert y.shape == (2, 1, h, w) and (y >= 0).all()
+
+
+def test_the_pairs_are_the_same_shots_in_both_domains_zero_outside_the_field(paired):
+    pairs = PairedShots(paired)
+    assert len(pairs) == 3 and pairs.size == (320, 320) and pairs.cases == 1
+    assert not pairs.synthetic[~pairs.field].any()  # nothing exposed there: target 0
+    assert pairs.field.mean() > 0.5
+    assert pairs.realistic.min() >= 0.0 and pairs.realistic.max() <= 1.0
+    # A site's shots without effects: the whole image is the field.
+    assert field_mask({}, (8, 9)).all()
+    cfg = StyleTrainConfig(data=str(paired), out="", batch=4, crop=96, identity_share=0.5)
+    x, y, dark = sample_batch(pairs, cfg, np.random.default_rng(0))
+    assert x.shape == y.shape == (4, 1, 96, 96) and dark.shape == (4,)
+    identity = [torch.equal(a, b) for a, b in zip(x, y, strict=True)]
+    assert any(identity) and not all(identity)  # both kinds of sample at 0.5
+    assert not dark[torch.tensor(identity)].any()  # a synthetic shot is never "bone dark"
+
+
+def test_x23d_style_trains_writes_a_loadable_file_and_resumes(paired, tmp_path):
+    run = tmp_path / "run"
+    cfg = StyleTrainConfig(
+        data=str(paired),
+        out=str(run),
+        val=str(paired),
+        net=StyleConfig(width=4),
+        steps=6,
+        batch=2,
+        crop=64,
+        checkpoint_every=3,
+        log_every=3,
+        val_every=6,
+    )
+    path = train_style(cfg)
+    first = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert first["step"] == 6
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [3, 6] and "mae" in log[-1]["val"]
+    cfg.steps = 9  # resumes at 6, does 3 more
+    train_style(cfg)
+    assert torch.load(run / "checkpoint.pt", weights_only=True)["step"] == 9
+    style = StyleTransfer(path)
+    shots = PairedShots(paired).realistic
+    out = style([shots[0], shots[1][:200, :240]])
+    assert out[0].shape == (320, 320) and out[1].shape == (200, 240)
+    with pytest.raises(ValueError, match="not a style-transfer file"):
+        StyleTransfer(run / "checkpoint.pt")
+
+
+shipped = pytest.mark.skipif(not DEFAULT_STYLE.is_file(), reason="no shipped style transfer")
+
+
+@shipped
+def test_the_shipped_style_transfer_leaves_a_synthetic_shot_nearly_alone(paired):
+    """The identity check: a shot already in the synthetic domain comes back changed by a
+    small share of its own values."""
+    style = StyleTransfer("default")
+    pairs = PairedShots(paired)
+    for image in pairs.synthetic:
+        out = style([image])[0]
+        change = np.abs(out - image)[pairs.field[0]].mean() / image[pairs.field[0]].mean()
+        assert change < 0.15
+
+
+@shipped
+def test_fluoroscopy_reconstructs_through_the_style_transfer(paired, reconstructor):
+    """A fluoroscopy-domain shot set goes through the shipped style transfer (named in the
+    result, timed), and scores within reach of the same shots in the synthetic domain."""
+    item = ShotDataset(paired, "realistic")[0]
+    recon = reconstructor.reconstruct(shot_set_from_case(item, domain="realistic"))
+    assert recon.adaptation.startswith("style transfer style.pt")
+    assert recon.timings_ms["style"] > 0
+    labels, affine = item["labels"].numpy(), item["affine"].numpy()
+    f1 = np.mean([m["f1"] for m in score(recon, labels, affine).values()])
+    syn = ShotDataset(paired, "synthetic")[0]
+    ceiling = np.mean(
+        [
+            m["f1"]
+            for m in score(
+                reconstructor.reconstruct(shot_set_from_case(syn)), labels, affine
+            ).values()
+        ]
+    )
+    assert f1 > 0.5 and f1 > ceiling - 0.2, (f1, ceiling)
+
+
+@shipped
+def test_the_gate_refuses_what_the_model_cannot_read_each_with_its_reason(paired, reconstructor):
+    """All white, an inverted synthetic shot, noise and a photograph: each refused, with
+    distinct reasons, before anything is reconstructed."""
+    from skimage import data as skdata
+    from skimage.transform import resize
+
+    real = shot_set_from_case(ShotDataset(paired, "realistic")[0], domain="realistic").shots
+    syn = shot_set_from_case(ShotDataset(paired, "synthetic")[0]).shots
+
+    def refusal(images, domain="realistic"):
+        shots = [Shot(im, s.K, s.T_ref_source) for im, s in zip(images, real, strict=True)]
+        with pytest.raises(GateRefusedError) as caught:
+            reconstructor.reconstruct(ShotSet(shots, domain=domain))
+        assert "the shots are kept" in str(caught.value)
+        return caught.value.reason
+
+    shape = real[0].image.shape
+    rng = np.random.default_rng(0)
+    photo = resize(skdata.camera().astype(np.float32) / 255.0, shape, anti_aliasing=True)
+    reasons = {
+        "all white": refusal([np.ones(shape, np.float32)] * 3),
+        "inverted": refusal([s.image.max() - s.image for s in syn], "synthetic"),
+        "noise": refusal([rng.random(shape, dtype=np.float32) for _ in range(3)]),
+        "photograph": refusal([photo.astype(np.float32)] * 3),
+    }
+    assert reasons["all white"] == "blank" and reasons["noise"] == "noise"
+    assert reasons["inverted"] == "polarity"
+    assert len(set(reasons.values())) == 4, reasons
+    # A good shot set still passes, and a refusal is a ShotSetError (the node keeps the shots).
+    assert issubclass(GateRefusedError, ShotSetError)
+
+
+def test_x23d_adapt_fine_tunes_both_stages_on_fluoroscopy_and_resumes(paired, tmp_path):
+    """Transfer learning: the shipped weights fine-tuned on fluoroscopy shots give weights of
+    the realistic domain, with the coarse stage's calibration carried over, which read
+    fluoroscopy without a style transfer; a second call continues the runs."""
+    from x23d_ros.cli import main
+    from x23d_ros.pipeline import DEFAULT_WEIGHTS
+
+    out = tmp_path / "adapt"
+    args = ["adapt", "--data", str(paired), "--out", str(out), "--fine-steps", "2"]
+    assert main([*args, "--coarse-steps", "1"]) == 0
+    assert torch.load(out / "coarse" / "checkpoint.pt", weights_only=True)["step"] == 1
+    assert main([*args, "--coarse-steps", "2"]) == 0  # resumes: one more coarse step
+    assert torch.load(out / "coarse" / "checkpoint.pt", weights_only=True)["step"] == 2
+    adapted = torch.load(out / "adapted.pt", weights_only=True)
+    shipped = torch.load(DEFAULT_WEIGHTS, weights_only=True)
+    assert adapted["domain"] == "realistic" and adapted["fine"]["domain"] == "realistic"
+    assert torch.equal(adapted["coarse"]["centre_offset_mm"], shipped["coarse"]["centre_offset_mm"])
+    reconstructor = Reconstructor(out / "adapted.pt", points_per_vertebra=50)
+    assert reconstructor.domain == "realistic" and reconstructor.style is None
+    item = ShotDataset(paired, "realistic")[0]
+    recon = reconstructor.reconstruct(shot_set_from_case(item, domain="realistic"))
+    assert recon.adaptation == "" and "style" not in recon.timings_ms
