@@ -499,8 +499,9 @@ def test_a_crash_mid_reconstruction_resumes_the_same_shots_and_publishes_under_t
 def test_fluoroscopy_frames_go_through_the_style_transfer_and_the_gate_refuses_noise(
     tmp_path, ros_domain_id
 ):
-    """#22 over ROS: with `domain` realistic, mono8 fluoroscopy frames are scaled to [0, 1],
-    turned into the synthetic domain by the shipped style transfer and reconstructed; the
+    """#22 over ROS: with `domain` realistic and `style_transfer` default (off unless asked),
+    mono8 fluoroscopy frames are scaled to [0, 1], turned into the synthetic domain by the
+    shipped style transfer and reconstructed; the
     diagnostics name the adaptation and its time. Three noise frames before them are refused
     by the domain gate (counted by reason), the shots kept, nothing published."""
     import pytest
@@ -533,7 +534,9 @@ def test_fluoroscopy_frames_go_through_the_style_transfer_and_the_gate_refuses_n
     noise = dict(item, images=torch.from_numpy(rng.integers(0, 256, (3, 320, 320), np.uint8)))
     env = isolated_ros_env(ros_domain_id)
     log = open(tmp_path / "bringup.log", "w")  # noqa: SIM115
-    process = start_test_bringup(env, tmp_path / "sessions", log, domain="realistic")
+    process = start_test_bringup(
+        env, tmp_path / "sessions", log, domain="realistic", style_transfer="default"
+    )
     probe = Probe(ros_domain_id)
     reset = probe.node.create_client(Trigger, "/x23d/reset")
     try:

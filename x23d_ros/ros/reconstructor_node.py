@@ -29,9 +29,10 @@ PARAMS = (
     Param("device", "auto", "auto (CUDA when present), cpu or cuda"),
     Param(
         "style_transfer",
-        "default",
-        "fluoroscopy → synthetic style transfer: default (the shipped one), a file, or none "
-        "(fluoroscopy-domain shots then refused)",
+        "none",
+        "fluoroscopy → synthetic style transfer: none (fluoroscopy-domain shots refused: the "
+        "shipped one is not accurate enough for a patient, see the README), default (the "
+        "shipped one), or a file",
     ),
     Param(
         "polarity",

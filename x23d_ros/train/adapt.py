@@ -30,9 +30,18 @@ CONFIGS = {"coarse": "train_coarse_mix.json", "fine": "train_fine_native.json"}
 CARRIED = ("centre_offset_mm", "placement", "centre_offset_fit")
 
 
-def stage_config(stage: str, weights: Path, data: str, out: Path, val: str | None, steps: int):
+def stage_config(
+    stage: str,
+    weights: Path,
+    data: str,
+    out: Path,
+    val: str | None,
+    steps: int,
+    lr_scale: float = 0.1,
+):
     """The shipped configuration of `stage`, pointed at the fluoroscopy shards and the weights
-    to start from, with `steps` steps of cosine decay from a tenth of its learning rate."""
+    to start from, with `steps` steps of cosine decay from `lr_scale` times its learning
+    rate."""
     base = json.loads((WEIGHTS_DIR / CONFIGS[stage]).read_text())
     base |= {
         "data": data,
@@ -41,7 +50,7 @@ def stage_config(stage: str, weights: Path, data: str, out: Path, val: str | Non
         "domain": "realistic",
         "init": str(weights),
         "steps": steps,
-        "lr": base["lr"] / 10,
+        "lr": base["lr"] * lr_scale,
         "decay_from": 0,
         "val_every": max(steps // 2, 1),
         "checkpoint_every": max(min(50, steps), 1),
@@ -56,14 +65,17 @@ def adapt(
     val: str | None = None,
     fine_steps: int = 300,
     coarse_steps: int = 200,
+    fine_lr_scale: float = 0.1,
+    coarse_lr_scale: float = 0.1,
 ) -> Path:
     """Fine-tune both stages of `weights` on the fluoroscopy shots of `data`; return the
     adapted weights file."""
     out.mkdir(parents=True, exist_ok=True)
     source = torch.load(weights, map_location="cpu", weights_only=True)
     runs = {}
-    for stage, steps in (("fine", fine_steps), ("coarse", coarse_steps)):
-        runs[stage] = train(stage_config(stage, weights, data, out, val, steps))
+    plan = (("fine", fine_steps, fine_lr_scale), ("coarse", coarse_steps, coarse_lr_scale))
+    for stage, steps, scale in plan:
+        runs[stage] = train(stage_config(stage, weights, data, out, val, steps, scale))
     path = out / "adapted.pt"
     note = f"transfer learning: {weights.name} fine-tuned on the fluoroscopy shots of {data}"
     bundle = export_weights(runs["coarse"], runs["fine"], path, source["image_size"], note)
@@ -88,6 +100,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--val", help="validation shards (realistic shots)")
     parser.add_argument("--fine-steps", type=int, default=300)
     parser.add_argument("--coarse-steps", type=int, default=200)
+    parser.add_argument("--fine-lr-scale", type=float, default=0.1, help="× the config's lr")
+    parser.add_argument("--coarse-lr-scale", type=float, default=0.1, help="× the config's lr")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -100,6 +114,8 @@ def run(args: argparse.Namespace) -> int:
         args.val,
         args.fine_steps,
         args.coarse_steps,
+        args.fine_lr_scale,
+        args.coarse_lr_scale,
     )
     print(path)
     return 0

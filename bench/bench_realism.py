@@ -1,6 +1,6 @@
 """How the realistic (fluoroscopy) domain's display compares with real frames (#22 item 0).
 
-    .venv/bin/python bench/realism.py [--cases 4]
+    .venv/bin/python bench/bench_realism.py [--cases 3]
 
 Renders `--cases` procedural spines (seed 790, 3 shots each, 320², level-centred) in the
 realistic domain and measures, inside each shot's exposed field (known from its effects):
@@ -59,7 +59,8 @@ def measure(folder: Path) -> list[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cases", type=int, default=4)
+    parser.add_argument("--cases", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="(make bench's flag: no change)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         simulate(
@@ -92,7 +93,7 @@ def main() -> None:
         "# Realistic domain vs real frames: the display (inside the exposed field)",
         "",
         f"{len(rows)} shots (seed 790, 320², level-centred). Command: "
-        "`.venv/bin/python bench/realism.py`.",
+        "`.venv/bin/python bench/bench_realism.py`.",
         "",
         "| statistic | median | range | real frames |",
         "|---|---:|---:|---:|",

@@ -1,6 +1,6 @@
 """Domain adaptation benchmark (#22): what each adaptation recovers on fluoroscopy-domain shots.
 
-    .venv/bin/python bench/adaptation.py [--weights default] [--style default]
+    .venv/bin/python bench/bench_adaptation.py [--weights default] [--style default]
                                          [--adapted W] [--cases 8]
 
 Held-out sets, both domains rendered from the same poses (the paired data set), never trained
@@ -176,6 +176,7 @@ def main() -> None:
     parser.add_argument("--style", default="default")
     parser.add_argument("--adapted", help="weights fine-tuned on fluoroscopy shards")
     parser.add_argument("--cases", type=int, default=8)
+    parser.add_argument("--quick", action="store_true", help="(make bench's flag: no change)")
     parser.add_argument("--ct-draws", type=int, default=2)
     parser.add_argument("--out", default=str(RESULTS / "adaptation"))
     args = parser.parse_args()
@@ -233,7 +234,9 @@ def markdown(r: dict) -> str:
         "",
         f"Weights `{r['weights_sha256'][:12]}`, style transfer `{(r['style_sha256'] or '')[:12]}`; "
         f"{r['cases']} held-out cases a generator, level-centred, 320², no distortion; "
-        f"{r['device']}, {r['threads']} threads. Command: `.venv/bin/python bench/adaptation.py`.",
+        f"{r['device']}, {r['threads']} threads. "
+        "Command: `.venv/bin/python bench/bench_adaptation.py`"
+        + (f" `--adapted {r['adapted']}`." if r["adapted"] else "."),
         "",
         "| set | input | F1 | ASSD mm | levels missed | refused | adaptation ms |",
         "|---|---|---:|---:|---:|---:|---:|",
