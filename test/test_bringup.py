@@ -497,7 +497,7 @@ def test_a_crash_mid_reconstruction_resumes_the_same_shots_and_publishes_under_t
 
 
 def test_fluoroscopy_frames_go_through_the_style_transfer_and_the_gate_refuses_noise(
-    tmp_path, ros_domain_id
+    paired, tmp_path, ros_domain_id
 ):
     """#22 over ROS: with `domain` realistic and `style_transfer` default (off unless asked),
     mono8 fluoroscopy frames are scaled to [0, 1], turned into the synthetic domain by the
@@ -509,26 +509,11 @@ def test_fluoroscopy_frames_go_through_the_style_transfer_and_the_gate_refuses_n
     from std_srvs.srv import Trigger
 
     from x23d_ros.data.dataset import ShotDataset
-    from x23d_ros.data.simulate import SimulateConfig, simulate
     from x23d_ros.model.style import DEFAULT_STYLE
 
     if not DEFAULT_STYLE.is_file():
         pytest.skip("no shipped style transfer")
-    data = tmp_path / "fluoroscopy"
-    simulate(
-        SimulateConfig(
-            out=data,
-            cases=1,
-            views=3,
-            seed=31,
-            image_size=320,
-            spacing_mm=2.0,
-            configuration="ap_lat_oblique",
-            centring="level",
-            distortion=False,
-        )
-    )
-    item = ShotDataset(data, "realistic")[0]
+    item = ShotDataset(paired, "realistic")[0]
     frames = dict(item, images=torch.round(item["images"] * 255).to(torch.uint8))
     rng = np.random.default_rng(0)
     noise = dict(item, images=torch.from_numpy(rng.integers(0, 256, (3, 320, 320), np.uint8)))

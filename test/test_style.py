@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from x23d_ros.data.dataset import ShotDataset
-from x23d_ros.data.simulate import SimulateConfig, simulate
 from x23d_ros.model.style import DEFAULT_STYLE, StyleConfig, StyleNet, StyleTransfer
 from x23d_ros.pipeline import (
     GateRefusedError,
@@ -21,27 +20,6 @@ from x23d_ros.pipeline import (
 )
 from x23d_ros.train.style import PairedShots, StyleTrainConfig, sample_batch, train_style
 from x23d_ros.xray.realistic import field_mask
-
-
-@pytest.fixture(scope="module")
-def paired(tmp_path_factory):
-    """One procedural case, both domains from the same 3 poses, as the style transfer was
-    trained on (320², no image-intensifier distortion, shots centred on a level)."""
-    out = tmp_path_factory.mktemp("paired")
-    simulate(
-        SimulateConfig(
-            out=out,
-            cases=1,
-            views=3,
-            seed=31,
-            image_size=320,
-            spacing_mm=2.0,
-            configuration="ap_lat_oblique",
-            centring="level",
-            distortion=False,
-        )
-    )
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -192,3 +170,37 @@ def test_x23d_adapt_fine_tunes_both_stages_on_fluoroscopy_and_resumes(paired, tm
     item = ShotDataset(paired, "realistic")[0]
     recon = reconstructor.reconstruct(shot_set_from_case(item, domain="realistic"))
     assert recon.adaptation == "" and "style" not in recon.timings_ms
+
+
+@shipped
+def test_x23d_evaluate_reads_fluoroscopy_through_the_shipped_style_transfer(paired, tmp_path):
+    """`x23d evaluate --domain realistic --weights default` goes through the shipped style
+    transfer; `--style none` refuses every case instead (what the README says for evaluating
+    without it)."""
+    from x23d_ros.cli import main
+
+    base = ["evaluate", "--data", str(paired), "--domain", "realistic", "--weights", "default"]
+    assert main([*base, "--json", str(tmp_path / "st.json")]) == 0
+    through = json.loads((tmp_path / "st.json").read_text())
+    assert through["domain"] == "realistic" and through["refused"] == 0
+    assert "style" in through["timings_ms"]
+    assert main([*base, "--style", "none", "--json", str(tmp_path / "none.json")]) == 0
+    refused = json.loads((tmp_path / "none.json").read_text())
+    assert refused["refused"] == 1 and refused["mean"]["missed"] == 5
+
+
+@shipped
+def test_x23d_adapt_through_the_style_transfer_makes_weights_for_its_output(paired, tmp_path):
+    """Both adaptations: the fluoroscopy shots are turned by the style transfer into styled
+    shards (synthetic domain), the weights fine-tuned on those stay synthetic-domain weights
+    and say which style transfer they expect."""
+    from x23d_ros.cli import main
+
+    out = tmp_path / "both"
+    args = ["adapt", "--data", str(paired), "--out", str(out), "--through-style", "default"]
+    assert main([*args, "--fine-steps", "1", "--coarse-steps", "1"]) == 0
+    styled = ShotDataset(out / "styled" / "train")[0]["images"].numpy()
+    expected = StyleTransfer("default")(list(ShotDataset(paired, "realistic")[0]["images"].numpy()))
+    np.testing.assert_allclose(styled, np.stack(expected), atol=0.01, rtol=0.01)  # float16
+    adapted = torch.load(out / "adapted.pt", weights_only=True)
+    assert adapted["domain"] == "synthetic" and adapted["reads_style_transfer"] == "default"

@@ -220,6 +220,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cases", type=int, default=4, help="pose draws of the CT (with --ct)")
     parser.add_argument("--configuration", default="random", help="view configuration (--ct)")
     parser.add_argument("--domain", choices=("synthetic", "realistic"), default="synthetic")
+    parser.add_argument(
+        "--style",
+        default="default",
+        help="realistic domain with synthetic weights: the style transfer (default: the "
+        "shipped one; a file; none: fluoroscopy refused, every case scored as missed)",
+    )
     parser.add_argument("--json", type=Path, required=True, help="where to write the result")
     parser.add_argument("--figures", type=Path, help="folder for one PNG per case")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
@@ -238,7 +244,8 @@ def run(args: argparse.Namespace) -> int:
         if args.view_indices
         else list(range(args.views))
     )
-    reconstructor = Reconstructor(args.weights, device=args.device)
+    style = None if args.style == "none" else args.style
+    reconstructor = Reconstructor(args.weights, device=args.device, style=style)
     if args.ct is not None:
         if args.labels is None:
             raise SystemExit("--ct needs --labels")
