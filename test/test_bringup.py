@@ -552,3 +552,24 @@ def test_fluoroscopy_frames_go_through_the_style_transfer_and_the_gate_refuses_n
         stop(process)
         log.close()
         probe.close()
+
+
+def test_weights_that_cannot_read_the_shots_domain_are_refused_at_configure(
+    tmp_path, ros_domain_id
+):
+    """`domain: realistic` with the shipped synthetic-domain weights and no style transfer
+    (the default): the reconstructor does not configure, and says why in diagnostics."""
+    env = isolated_ros_env(ros_domain_id)
+    log = open(tmp_path / "bringup.log", "w")  # noqa: SIM115
+    process = start_test_bringup(env, tmp_path / "sessions", log, domain="realistic")
+    probe = Probe(ros_domain_id)
+    try:
+        assert probe.spin_until(
+            lambda: "no style transfer" in probe.latest_diagnostics().get("last_error", ""), 120
+        ), (tmp_path / "bringup.log").read_text()[-3000:]
+        diagnostics = probe.latest_diagnostics()
+        assert diagnostics["lifecycle"] == "unconfigured" and process.poll() is None
+    finally:
+        stop(process)
+        log.close()
+        probe.close()

@@ -28,6 +28,12 @@ PARAMS = (
     Param("weights", "default", "weights file, or default (the shipped weights)"),
     Param("device", "auto", "auto (CUDA when present), cpu or cuda"),
     Param(
+        "domain",
+        "synthetic",
+        "the shots' domain (the listener's, set for both in the shared block): configure "
+        "fails when neither the weights nor the style transfer read it",
+    ),
+    Param(
         "style_transfer",
         "none",
         "fluoroscopy → synthetic style transfer: none (fluoroscopy-domain shots refused: the "
@@ -91,6 +97,15 @@ class ReconstructorNode(LifecycleNode):
                 style=None if self.p.style_transfer == "none" else self.p.style_transfer,
                 polarity=self.p.polarity,
             )
+            readable = {reconstructor.domain}
+            if reconstructor.style is not None:
+                readable.add(reconstructor.style.from_domain)
+            if self.p.domain not in readable:
+                raise ValueError(
+                    f"the shots are {self.p.domain}-domain, but the weights read "
+                    f"{reconstructor.domain} shots and no style transfer is enabled "
+                    "(style_transfer: default, or weights from x23d adapt)"
+                )
         except (OSError, RuntimeError, ValueError, KeyError) as error:
             self.last_error = f"configure: {error}"
             self.get_logger().error(f"cannot load the model: {error}")
