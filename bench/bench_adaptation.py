@@ -179,7 +179,9 @@ def main() -> None:
     parser.add_argument("--adapted", help="weights fine-tuned on fluoroscopy shards")
     parser.add_argument(
         "--both",
-        help="weights fine-tuned on the style transfer's output (x23d adapt --through-style)",
+        default="fluoroscopy",
+        help="weights fine-tuned on the style transfer's output (x23d adapt --through-style); "
+        "default: the shipped ones",
     )
     parser.add_argument("--cases", type=int, default=8)
     parser.add_argument("--quick", action="store_true", help="(make bench's flag: no change)")

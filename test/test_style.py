@@ -204,3 +204,19 @@ def test_x23d_adapt_through_the_style_transfer_makes_weights_for_its_output(pair
     np.testing.assert_allclose(styled, np.stack(expected), atol=0.01, rtol=0.01)  # float16
     adapted = torch.load(out / "adapted.pt", weights_only=True)
     assert adapted["domain"] == "synthetic" and adapted["reads_style_transfer"] == "default"
+
+
+@shipped
+def test_the_shipped_fluoroscopy_weights_read_the_style_transfer_output(paired):
+    """`Reconstructor("fluoroscopy")`: the shipped weights tuned on the style transfer's
+    answers, with the shipped style transfer in front of them."""
+    from x23d_ros.pipeline import SHIPPED_WEIGHTS, resolve_weights
+
+    assert resolve_weights("fluoroscopy") == SHIPPED_WEIGHTS["fluoroscopy"]
+    reconstructor = Reconstructor("fluoroscopy", points_per_vertebra=50)
+    assert reconstructor.domain == "synthetic" and reconstructor.style is not None
+    bundle = torch.load(SHIPPED_WEIGHTS["fluoroscopy"], weights_only=True)
+    assert bundle["reads_style_transfer"] == "default"
+    item = ShotDataset(paired, "realistic")[0]
+    recon = reconstructor.reconstruct(shot_set_from_case(item, domain="realistic"))
+    assert recon.adaptation.startswith("style transfer style.pt") and recon.vertebrae

@@ -207,8 +207,14 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+#: Shipped weights by name: `default` reads synthetic-domain shots; `fluoroscopy` is
+#: `default` fine-tuned on the shipped style transfer's answers to simulated fluoroscopy
+#: (`x23d adapt --through-style default`; weights/STYLE_CARD.md), for use behind it.
+SHIPPED_WEIGHTS = {"default": DEFAULT_WEIGHTS, "fluoroscopy": WEIGHTS_DIR / "fluoroscopy.pt"}
+
+
 def resolve_weights(weights: str | Path) -> Path:
-    path = DEFAULT_WEIGHTS if str(weights) == "default" else Path(weights)
+    path = SHIPPED_WEIGHTS.get(str(weights), Path(weights))
     if not path.is_file():
         raise FileNotFoundError(f"no weights file at {path}")
     return path

@@ -25,7 +25,12 @@ from x23d_ros.pipeline import Reconstruction, Reconstructor, ShotSet, ShotSetErr
 from x23d_ros.ros.parameters import Param, declare
 
 PARAMS = (
-    Param("weights", "default", "weights file, or default (the shipped weights)"),
+    Param(
+        "weights",
+        "default",
+        "weights file, default (the shipped weights) or fluoroscopy (the shipped weights "
+        "tuned to read the style transfer's output: with style_transfer default)",
+    ),
     Param("device", "auto", "auto (CUDA when present), cpu or cuda"),
     Param(
         "domain",
