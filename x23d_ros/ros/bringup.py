@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import signal
 import sys
+import threading
 
 import rclpy
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
@@ -97,14 +98,22 @@ class Pipeline:
             node.destroy_node()
 
 
+#: Set by SIGINT / SIGTERM: the spin loop ends at its next turn. A flag, not an exception
+#: raised wherever the main thread happens to be (inside the executor's own bookkeeping, an
+#: exception can leave it in a state that the shutdown then waits on).
+_STOP = threading.Event()
+
+
 def _interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
+    _STOP.set()
 
 
 def main(args: list[str] | None = None) -> int:
     # Ctrl-C and SIGTERM (what `ros2 launch` sends) reach Python, not rclpy's handler, which
     # would shut the context down first: the spine must still be withdrawn over it.
+    _STOP.clear()
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
     pipeline = None
     try:
@@ -112,7 +121,7 @@ def main(args: list[str] | None = None) -> int:
         executor = MultiThreadedExecutor()
         for node in pipeline.nodes:
             executor.add_node(node)
-        while rclpy.ok():
+        while rclpy.ok() and not _STOP.is_set():
             executor.spin_once(timeout_sec=0.2)  # back in Python often enough for a signal
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
