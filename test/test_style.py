@@ -74,8 +74,9 @@ def test_x23d_style_trains_writes_a_loadable_file_and_resumes(paired, tmp_path):
     assert torch.load(run / "checkpoint.pt", weights_only=True)["step"] == 9
     style = StyleTransfer(path)
     shots = PairedShots(paired).realistic
-    out = style([shots[0], shots[1][:200, :240]])
+    out, bone_dark_p = style([shots[0], shots[1][:200, :240]])
     assert out[0].shape == (320, 320) and out[1].shape == (200, 240)
+    assert len(bone_dark_p) == 2 and all(0.0 <= p <= 1.0 for p in bone_dark_p)
     with pytest.raises(ValueError, match="not a style-transfer file"):
         StyleTransfer(run / "checkpoint.pt")
 
@@ -90,7 +91,7 @@ def test_the_shipped_style_transfer_leaves_a_synthetic_shot_nearly_alone(paired)
     style = StyleTransfer("default")
     pairs = PairedShots(paired)
     for image in pairs.synthetic:
-        out = style([image])[0]
+        out = style([image])[0][0]
         change = np.abs(out - image)[pairs.field[0]].mean() / image[pairs.field[0]].mean()
         assert change < 0.15
 
@@ -200,7 +201,9 @@ def test_x23d_adapt_through_the_style_transfer_makes_weights_for_its_output(pair
     args = ["adapt", "--data", str(paired), "--out", str(out), "--through-style", "default"]
     assert main([*args, "--fine-steps", "1", "--coarse-steps", "1"]) == 0
     styled = ShotDataset(out / "styled" / "train")[0]["images"].numpy()
-    expected = StyleTransfer("default")(list(ShotDataset(paired, "realistic")[0]["images"].numpy()))
+    expected, _ = StyleTransfer("default")(
+        list(ShotDataset(paired, "realistic")[0]["images"].numpy())
+    )
     np.testing.assert_allclose(styled, np.stack(expected), atol=0.01, rtol=0.01)  # float16
     adapted = torch.load(out / "adapted.pt", weights_only=True)
     assert adapted["domain"] == "synthetic" and adapted["reads_style_transfer"] == "default"
@@ -220,3 +223,14 @@ def test_the_shipped_fluoroscopy_weights_read_the_style_transfer_output(paired):
     item = ShotDataset(paired, "realistic")[0]
     recon = reconstructor.reconstruct(shot_set_from_case(item, domain="realistic"))
     assert recon.adaptation.startswith("style transfer style.pt") and recon.vertebrae
+
+
+def test_the_polarity_check_refuses_an_unplaceable_frame_and_a_contradicted_declaration():
+    from x23d_ros.gate import GateLimits, check_polarity
+
+    limits = GateLimits()
+    assert check_polarity(0.5, "auto", limits).reason == "not_xray"
+    assert check_polarity(0.05, "auto", limits) is None
+    assert check_polarity(0.99, "bone_bright", limits).reason == "polarity"
+    assert check_polarity(0.99, "bone_dark", limits) is None
+    assert check_polarity(0.01, "bone_dark", limits).reason == "polarity"

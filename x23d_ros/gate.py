@@ -94,9 +94,13 @@ def _centre(image: np.ndarray) -> np.ndarray:
 
 
 def check_image(
-    image: np.ndarray, domain: str, limits: GateLimits = GateLimits()
+    image: np.ndarray,
+    domain: str,
+    limits: GateLimits = GateLimits(),
+    min_background_share: float | None = None,
 ) -> Problem | None:
-    """Why `image` (values already in `domain`'s range) cannot be read, or None."""
+    """Why `image` (values already in `domain`'s range) cannot be read, or None.
+    `min_background_share` overrides `limits.min_background_share` (synthetic domain)."""
     centre = _centre(np.asarray(image, np.float32))
     lo, hi = np.percentile(centre, [1, 99])
     spread = limits.min_spread_synthetic if domain == "synthetic" else limits.min_spread_fluoroscopy
@@ -108,8 +112,11 @@ def check_image(
     if ac < limits.min_autocorrelation:
         return Problem("noise", f"neighbouring pixels correlate at {ac:.2f}")
     if domain == "synthetic":
+        least = (
+            limits.min_background_share if min_background_share is None else min_background_share
+        )
         share = float((np.asarray(image) < 0.05).mean())
-        if share < limits.min_background_share:
+        if share < least:
             return Problem("polarity", f"{100 * share:.1f} % of the pixels near 0")
     return None
 
@@ -117,12 +124,30 @@ def check_image(
 def check_adapted(image: np.ndarray, limits: GateLimits = GateLimits()) -> Problem | None:
     """Why the style transfer's output `image` is no DRR-like image (`unlike_drr`), or None:
     the checks of a synthetic shot, with the larger background share its outputs have."""
-    problem = check_image(image, "synthetic", limits)
-    if problem is None:
-        share = float((np.asarray(image) < 0.05).mean())
-        if share < limits.min_adapted_background_share:
-            problem = Problem("polarity", f"{100 * share:.1f} % of the pixels near 0")
+    least = max(limits.min_background_share, limits.min_adapted_background_share)
+    problem = check_image(image, "synthetic", limits, least)
     return None if problem is None else Problem("unlike_drr", str(problem))
+
+
+def check_polarity(
+    bone_dark_p: float, declared: str, limits: GateLimits = GateLimits()
+) -> Problem | None:
+    """Why a fluoroscopy frame whose style-transfer classifier says p(bone dark) cannot be
+    read, or None: `declared` "auto" refuses a frame it cannot place (`not_xray`); a declared
+    "bone_bright" / "bone_dark" refuses a frame that looks the other way (`polarity`)."""
+    if declared == "auto":
+        low, high = limits.polarity_doubt
+        if low < bone_dark_p < high:
+            return Problem("not_xray", f"p(bone dark) = {bone_dark_p:.2f}")
+        return None
+    declared_dark = declared == "bone_dark"
+    other = 1.0 - bone_dark_p if declared_dark else bone_dark_p  # the other polarity's
+    if other > limits.max_polarity_doubt:
+        looks = "bone_bright" if declared_dark else "bone_dark"
+        return Problem(
+            "polarity", f"declared {declared}, but the frame looks {looks} (p = {other:.2f})"
+        )
+    return None
 
 
 def reprojection_agreement(
@@ -170,5 +195,6 @@ __all__ = [
     "Problem",
     "check_adapted",
     "check_image",
+    "check_polarity",
     "reprojection_agreement",
 ]

@@ -394,7 +394,7 @@ class Reconstructor:
         With `shot_set.patient_axes` (R_ref_patient), the poses (and `centres`) are turned
         into the patient's axes first and the results turned back."""
         shot_set.validate()
-        self._gate(shot_set, "")
+        self._gate(shot_set)
         R = shot_set.patient_axes
         if R is not None and not np.allclose(R, np.eye(3)):
             return self._reconstruct_turned(shot_set, np.asarray(R, float), seed, centres)
@@ -404,7 +404,7 @@ class Reconstructor:
         if shot_set.domain != self.domain:
             shot_set, adaptation = self.adapt(shot_set)
             clock.lap("style")
-            self._gate(shot_set, "after the style transfer: ")
+            self._gate(shot_set, adapted=True)
         views = self.prepare(shot_set)
         clock.lap("prepare")
         given = centres
@@ -434,10 +434,10 @@ class Reconstructor:
         masks = {n: surface.largest_component(grids[n][0] >= 0.5) for n in found}
         agreement = self._agreement(views, shot_set, grids, masks, given is not None)
         clock.lap("gate")
+        limit = self.gate_limits.min_agreement if self.gate_limits else None
         for name in found:
             prob, affine = grids[name]
             mask = masks[name]
-            limit = self.gate_limits.min_agreement if self.gate_limits else None
             if limit is not None and name in agreement and agreement[name] < limit:
                 notes.append(
                     f"{name}: its reprojection disagrees with the shots (agreement "
@@ -481,11 +481,12 @@ class Reconstructor:
             agreement=agreement,
         )
 
-    def _gate(self, shot_set: ShotSet, stage: str) -> None:
-        """Refuse (GateRefusedError) a shot set with a shot the networks cannot read."""
+    def _gate(self, shot_set: ShotSet, adapted: bool = False) -> None:
+        """Refuse (GateRefusedError) a shot set with a shot the networks cannot read; `adapted`:
+        the shots are the style transfer's answers."""
         if self.gate_limits is None:
             return
-        adapted = bool(stage)
+        stage = "after the style transfer: " if adapted else ""
         for i, shot in enumerate(shot_set.shots):
             image = np.asarray(shot.image, np.float32)
             if adapted:
@@ -537,28 +538,14 @@ class Reconstructor:
                 "node's style_transfer parameter, or weights of the shots' domain from x23d "
                 "adapt): nothing reconstructed"
             )
-        images = self.style(
+        images, bone_dark_p = self.style(
             [np.asarray(s.image, np.float32) for s in shot_set.shots], self.polarity
         )
-        if self.polarity == "auto" and self.gate_limits is not None:
-            low, high = self.gate_limits.polarity_doubt
-            for i, p in enumerate(self.style.bone_dark_p):
-                if low < p < high:
-                    raise GateRefusedError(gate.Problem("not_xray", f"p(bone dark) = {p:.2f}"), i)
-        if self.polarity != "auto" and self.gate_limits is not None:
-            declared_dark = self.polarity == "bone_dark"
-            for i, p in enumerate(self.style.bone_dark_p):
-                seen_dark = p if not declared_dark else 1.0 - p  # the other polarity's
-                if seen_dark > self.gate_limits.max_polarity_doubt:
-                    raise GateRefusedError(
-                        gate.Problem(
-                            "polarity",
-                            f"declared {self.polarity}, but the frame looks "
-                            f"{'bone_bright' if declared_dark else 'bone_dark'} "
-                            f"(p = {seen_dark:.2f})",
-                        ),
-                        i,
-                    )
+        if self.gate_limits is not None:
+            for i, p in enumerate(bone_dark_p):
+                problem = gate.check_polarity(p, self.polarity, self.gate_limits)
+                if problem is not None:
+                    raise GateRefusedError(problem, i)
         shots = [replace(s, image=image) for s, image in zip(shot_set.shots, images, strict=True)]
         name = f"style transfer {self.style.path.name} {self.style_sha256[:8]}"
         return replace(shot_set, shots=shots, domain=self.domain), name

@@ -149,16 +149,17 @@ class StyleTransfer:
         self.to_domain = str(bundle.get("to_domain", "synthetic"))
 
     @torch.inference_mode()
-    def __call__(self, images: list[np.ndarray], polarity: str = "auto") -> list[np.ndarray]:
+    def __call__(
+        self, images: list[np.ndarray], polarity: str = "auto"
+    ) -> tuple[list[np.ndarray], list[float]]:
         """Each (H, W) display frame in [0, 1] → (H, W) float32 μ·L; shots of one size run
         as one batch. `polarity`: "auto" (the classifier decides per frame), "bone_bright" or
-        "bone_dark" (declared by the C-arm's driver). `self.bone_dark_p` then holds, per
-        frame, the classifier's probability that it shows bone dark (the gate compares it with
-        a declared polarity)."""
+        "bone_dark" (declared by the C-arm's driver). Also returned: per frame, the
+        classifier's probability that it shows bone dark (what the gate judges)."""
         if polarity not in POLARITIES:
             raise ValueError(f"polarity must be one of {POLARITIES}, not {polarity!r}")
         out: list[np.ndarray | None] = [None] * len(images)
-        self.bone_dark_p: list[float] = [0.0] * len(images)
+        bone_dark_p = [0.0] * len(images)
         by_size: dict[tuple[int, int], list[int]] = {}
         for i, image in enumerate(images):
             by_size.setdefault(np.shape(image), []).append(i)
@@ -178,8 +179,8 @@ class StyleTransfer:
             y = y[:, 0].float().cpu().numpy()
             for j, i in enumerate(idx):
                 out[i] = y[j]
-                self.bone_dark_p[i] = float(p[j])
-        return out  # type: ignore[return-value]
+                bone_dark_p[i] = float(p[j])
+        return out, bone_dark_p  # type: ignore[return-value]
 
 
 __all__ = [

@@ -79,7 +79,7 @@ def styled_shards(src: str, dst: Path, style: StyleTransfer) -> Path:
                 case = read_case(h5, name)
                 if case.realistic is None:
                     raise KeyError(f"{path} case {name} holds no fluoroscopy shots")
-                styled = np.stack(style(list(case.realistic)))
+                styled = np.stack(style(list(case.realistic))[0])
                 write_case(out, replace(case, synthetic=styled, realistic=None))
         os.replace(tmp, target)
     return dst
