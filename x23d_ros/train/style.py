@@ -32,6 +32,7 @@ import h5py
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from x23d_ros.data.shards import list_cases
 from x23d_ros.model.style import STYLE_FORMAT, StyleConfig, StyleNet
@@ -191,6 +192,7 @@ def train_style(cfg: StyleTrainConfig) -> Path:
     pairs = PairedShots(cfg.data)
     val = PairedShots(cfg.val) if cfg.val else None
     start = time.perf_counter()
+    bar = tqdm(total=cfg.steps, initial=step, desc="style", unit="step")
     with open(out / "log.jsonl", "a") as log_file:
         while step < cfg.steps:
             x, y, dark = sample_batch(pairs, cfg, rng)
@@ -205,6 +207,7 @@ def train_style(cfg: StyleTrainConfig) -> Path:
                 group["lr"] = _lr(cfg, step)
             optimiser.step()
             step += 1
+            bar.update()
             if step % cfg.checkpoint_every == 0 or step == cfg.steps:
                 _save(checkpoint, net, optimiser, step, rng)
             record: dict = {}
@@ -220,6 +223,7 @@ def train_style(cfg: StyleTrainConfig) -> Path:
             if record:
                 log_file.write(json.dumps(record) + "\n")
                 log_file.flush()
+    bar.close()
     metrics = evaluate_style(net, val) if val is not None else {}
     path = out / "style.pt"
     torch.save(
