@@ -224,8 +224,8 @@ def test_the_config_file_lists_every_parameter_of_every_node_with_its_default():
 def test_poses_from_tf_without_tf2_ros(case, tmp_path, ros_domain_id):
     """`pose_source: tf`: the image's frame in `reference_frame` at the image's stamp, through a
     static link and a dynamic one (here read by TfReader: tf2_ros is not on PyPI). A shot whose
-    transform is missing is refused with `tf_lookup` and the others still make the spine. The
-    networks run on one thread (`threads: 1`)."""
+    transform comes after it waits for it; one whose transform never comes is refused with
+    `tf_lookup`; the others make the spine. The networks run on one thread (`threads: 1`)."""
     from geometry_msgs.msg import TransformStamped
     from tf2_msgs.msg import TFMessage
 
@@ -264,18 +264,19 @@ def test_poses_from_tf_without_tf2_ros(case, tmp_path, ros_domain_id):
             ),
             60,
         )
-        # And after the warm-up: while it holds both cores, a /tf callback can run after the
-        # image it serves (the shot then refused as unconnected; seen twice under load).
+        # And after the warm-up, so that the 0.5 s between shot 403 and its late transform is
+        # not stretched by the warm-up holding both cores.
         assert probe.spin_until(lambda: probe.latest_diagnostics().get("warm_up_ms"), 120)
+        # Shot 401 never gets a transform (refused when sync_wait_s has passed); shot 403's
+        # comes 0.5 s after its image (held until it arrives, as tf2's MessageFilter does).
         for i, stamp_s in ((0, 400), (1, 401), (1, 402), (2, 403)):
             T_base_source = np.linalg.inv(T_ref_base) @ case["T_ref_source"][i].numpy()
             stamp = Time(sec=stamp_s)
-            if stamp_s != 401:  # no transform for this shot
-                tf.publish(
-                    TFMessage(
-                        transforms=[transform("carm_base", "carm_source", T_base_source, stamp)]
-                    )
-                )
+            message = TFMessage(
+                transforms=[transform("carm_base", "carm_source", T_base_source, stamp)]
+            )
+            if stamp_s in (400, 402):
+                tf.publish(message)
             probe.spin_until(lambda: False, 0.2)
             image = image_to_msg(case["images"][i].numpy(), stamp=stamp, frame_id="carm_source")
             K = case["K"][i].numpy()
@@ -283,7 +284,9 @@ def test_poses_from_tf_without_tf2_ros(case, tmp_path, ros_domain_id):
             info.header.stamp = stamp
             probe.info.publish(info)
             probe.image.publish(image)
-            probe.spin_until(lambda: False, 0.3)
+            probe.spin_until(lambda: False, 0.5)
+            if stamp_s == 403:
+                tf.publish(message)
         assert probe.spin_until(lambda: probe.clouds, 180), (tmp_path / "bringup.log").read_text()[
             -3000:
         ]

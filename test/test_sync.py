@@ -79,3 +79,15 @@ def test_at_30_hz_an_image_waits_for_its_own_pose_not_the_previous_frames():
     assert m.add_image(2.0, "image 2.000") == ([], [])
     matches, expired = m.add_info(3.1, "info 3.100")
     assert expired == [] and [(x.image, x.pose) for x in matches] == [("image 2.000", "pose 1.980")]
+
+
+def test_a_reset_drops_the_waiting_images_but_keeps_infos_and_poses():
+    """Images still waiting at a reset were acquired for the old session: they must not be
+    matched into the new one. The C-arm's infos and poses stay usable."""
+    m = StampMatcher(tolerance_s=0.05, need_pose=True)
+    m.add_info(1.0, "info")
+    m.add_image(1.0, "old patient's image")  # waits for its pose
+    assert m.drop_images() == 1 and m.pending() == 0
+    assert m.add_pose(1.0, "pose") == ([], [])  # nothing left to match
+    matches, _ = m.add_image(1.0, "new image")  # the same stamps serve a new shot
+    assert [x.image for x in matches] == ["new image"]

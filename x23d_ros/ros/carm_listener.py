@@ -19,6 +19,7 @@ logged with both profiles and counted per topic (`incompatible_qos`, in diagnost
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Callable
 from functools import partial
@@ -37,7 +38,7 @@ from x23d_ros.distortion import DewarpMap, DistortionError, undistort
 from x23d_ros.pipeline import MIN_SHOTS, Shot, ShotSet
 from x23d_ros.ros.image_conversion import FULL_SCALE, ImageMessageError, image_from_msg
 from x23d_ros.ros.parameters import Param, declare
-from x23d_ros.ros.sync import StampMatcher
+from x23d_ros.ros.sync import Match, StampMatcher
 from x23d_ros.session import ShotChecks, ShotRejectedError, ShotSession, check_shot
 
 PARAMS = (
@@ -52,7 +53,13 @@ PARAMS = (
     ),
     Param("input_qos", "reliable", "reliable (depth 10) or sensor_data (best effort, REP 2003)"),
     Param("sync_tolerance_s", 0.05, "largest stamp difference image/info/pose", 0.0, 10.0),
-    Param("sync_wait_s", 2.0, "how long an image waits for its info and pose", 0.01, 60.0),
+    Param(
+        "sync_wait_s",
+        2.0,
+        "how long an image waits for its info and pose (pose_source tf: for its transform)",
+        0.01,
+        60.0,
+    ),
     Param("max_pose_age_s", 0.5, "largest |image stamp − pose stamp|", 0.0, 60.0),
     Param("min_view_separation_deg", 5.0, "refuse a view this close to one collected", 0.0, 90.0),
     Param("views_required", 3, "shots that trigger a reconstruction", MIN_SHOTS, 8),
@@ -124,6 +131,12 @@ def describe_qos(qos: QoSProfile) -> str:
     return f"{qos.reliability.name.lower()}, {qos.durability.name.lower()}, depth {qos.depth}"
 
 
+#: pose_source tf: images held at once for a transform that has not arrived yet (about two
+#: seconds of a 30 Hz stream); beyond it the oldest is refused (tf_lookup).
+MAX_TF_WAITING = 64
+TF_RETRY_S = 0.05  # how often held images try their transform again
+
+
 def _stamp(msg) -> float:
     return msg.header.stamp.sec + 1e-9 * msg.header.stamp.nanosec
 
@@ -177,6 +190,7 @@ class CArmListener(Node):
             self._subscribe(PoseStamped, self.p.pose_topic, self._on_pose)
         else:
             self._init_tf()
+        self._init_tf_wait()
         self.create_service(Trigger, "/x23d/reconstruct", self._srv_reconstruct)
         self.create_service(Trigger, "/x23d/reset", self._srv_reset)
         if not why and len(self.session) >= self.p.views_required:
@@ -224,6 +238,13 @@ class CArmListener(Node):
             return
         self.tf_buffer = Buffer()
         self.tf_listener = TransformListener(self.tf_buffer, self)
+
+    def _init_tf_wait(self) -> None:
+        """An image whose transform has not arrived yet waits for it (as tf2_ros's
+        MessageFilter holds a message), up to `sync_wait_s` of this node's wall time: a
+        tracker's /tf often comes a little after the frame it serves."""
+        self._tf_waiting: list[tuple[float, Match, str]] = []  # (deadline, match, last error)
+        self.create_timer(TF_RETRY_S, self._retry_tf)
 
     def _reject(self, reason: str, detail: str) -> None:
         self.rejections[reason] += 1
@@ -274,62 +295,96 @@ class CArmListener(Node):
             return
         self._handle(*self.matcher.add_pose(_stamp(msg), T))
 
-    def _tf_pose(self, image_msg: Image) -> np.ndarray | None:
-        """T_ref_source (mm) at the image's stamp, the source being the image's frame_id."""
+    def _tf_pose(self, image_msg: Image) -> tuple[np.ndarray | None, str]:
+        """T_ref_source (mm) at the image's stamp, the source being the image's frame_id; or
+        None and why TF cannot answer (yet)."""
         source, target = image_msg.header.frame_id, self.p.reference_frame
         if self.tf_buffer is None:
             try:
-                return self.tf_reader.lookup(target, source, _stamp(image_msg))
+                return self.tf_reader.lookup(target, source, _stamp(image_msg)), ""
             except LookupError as error:
-                self._reject("tf_lookup", str(error))
-                return None
+                return None, str(error)
         from rclpy.time import Time
 
         try:
             stamp = Time.from_msg(image_msg.header.stamp)
             t = self.tf_buffer.lookup_transform(target, source, stamp).transform
         except Exception as error:  # tf2's lookup exceptions share no base we can import here
-            self._reject("tf_lookup", str(error))
-            return None
+            return None, str(error)
         msg = PoseStamped()
         msg.pose.position.x, msg.pose.position.y = t.translation.x, t.translation.y
         msg.pose.position.z = t.translation.z
         msg.pose.orientation = t.rotation
-        return pose_to_matrix(msg)
+        return pose_to_matrix(msg), ""
 
     def _handle(self, matches, expired) -> None:
         for e in expired:
             self._reject(e.reason, f"image stamped {e.stamp:.3f} s: {e.detail}")
         for m in matches:
-            image, image_msg = m.image
-            T = m.pose if m.pose is not None else self._tf_pose(image_msg)
-            if T is None:
+            if m.pose is not None:
+                self._accept(m, m.pose)
                 continue
-            K = np.asarray(m.info.k, float).reshape(3, 3)
-            try:
-                image = self._undistort(image, K, m.info)
-            except DistortionError as error:
-                self._reject("distortion", str(error))
+            T, error = self._tf_pose(m.image[1])
+            if T is not None:
+                self._accept(m, T)
                 continue
-            shot = Shot(image, K, T, m.stamp)
-            try:
-                check_shot(
-                    shot,
-                    self.session.shots,
-                    self.checks,
-                    pose_stamp=m.pose_stamp,
-                    info_size=(m.info.height, m.info.width),
-                    domain=self.p.domain,
+            self._tf_waiting.append((time.monotonic() + self.p.sync_wait_s, m, error))
+            if len(self._tf_waiting) > MAX_TF_WAITING:
+                _, oldest, why = self._tf_waiting.pop(0)
+                self._reject(
+                    "tf_lookup",
+                    f"image stamped {oldest.stamp:.3f} s: {MAX_TF_WAITING} newer images wait "
+                    f"for their transforms; {why}",
                 )
-            except ShotRejectedError as error:
-                self._reject(error.reason, str(error))
-                continue
-            index = self.session.add(shot)
-            self.get_logger().info(
-                f"shot {index} accepted ({len(self.session)}/{self.p.views_required})"
+
+    def _retry_tf(self) -> None:
+        """Held images try their transform again; one past its deadline is refused with the
+        lookup's last error."""
+        if not self._tf_waiting:
+            return
+        now, waiting = time.monotonic(), []
+        for deadline, m, _ in self._tf_waiting:
+            T, error = self._tf_pose(m.image[1])
+            if T is not None:
+                self._accept(m, T)
+            elif now > deadline:
+                self._reject(
+                    "tf_lookup",
+                    f"image stamped {m.stamp:.3f} s: no transform within sync_wait_s "
+                    f"({self.p.sync_wait_s} s): {error}",
+                )
+            else:
+                waiting.append((deadline, m, error))
+        self._tf_waiting = waiting
+
+    def _accept(self, m: Match, T: np.ndarray) -> None:
+        """A matched image with its pose: undistorted, checked, added to the session."""
+        image = m.image[0]
+        K = np.asarray(m.info.k, float).reshape(3, 3)
+        try:
+            image = self._undistort(image, K, m.info)
+        except DistortionError as error:
+            self._reject("distortion", str(error))
+            return
+        shot = Shot(image, K, T, m.stamp)
+        try:
+            check_shot(
+                shot,
+                self.session.shots,
+                self.checks,
+                pose_stamp=m.pose_stamp,
+                info_size=(m.info.height, m.info.width),
+                domain=self.p.domain,
             )
-            if len(self.session) >= self.p.views_required:
-                self._request()
+        except ShotRejectedError as error:
+            self._reject(error.reason, str(error))
+            return
+        index = self.session.add(shot)
+        self.get_logger().info(
+            f"shot {index} accepted ({len(self.session)}/{self.p.views_required})"
+        )
+        if len(self.session) >= self.p.views_required:
+            self._request()
 
     def _undistort(self, image: np.ndarray, K: np.ndarray, info: CameraInfo) -> np.ndarray:
         """The shot as the pinhole K sees it: through the dewarp map when one is given, else
@@ -364,6 +419,12 @@ class CArmListener(Node):
         new = ShotSession.new(
             Path(self.p.session_dir).expanduser(), self.p.domain, self.p.patient_id
         )
+        # Images acquired before the reset (waiting for their info, pose or transform) belong
+        # to the old patient: dropped, not added to the new session.
+        dropped = self.matcher.drop_images() + len(self._tf_waiting)
+        self._tf_waiting = []
+        if dropped:
+            self.get_logger().info(f"reset: {dropped} images still waiting were dropped")
         try:  # first: from here on nothing of the old session is published
             self.on_reset(new.id)
         except Exception as error:  # the new session stands; say what the outputs could not do

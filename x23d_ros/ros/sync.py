@@ -64,6 +64,13 @@ class StampMatcher:
     def pending(self) -> int:
         return len(self.images)
 
+    def drop_images(self) -> int:
+        """Forget the images still waiting (a reset: they belong to the old session); how
+        many there were. Infos and poses stay (they describe the C-arm, not the patient)."""
+        n = len(self.images)
+        self.images = []
+        return n
+
     def _nearest(self, buffer: deque, stamp: float, final: bool) -> tuple[float, Any] | None:
         """The item nearest `stamp` within the tolerance. Unless `final`, an item older than
         `stamp` counts only once the stream has passed `stamp` (an item at or after it has
