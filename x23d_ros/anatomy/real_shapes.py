@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+import torch
 from scipy import ndimage
 
 from x23d_ros.anatomy.morphometry import LUMBAR, LevelShape
@@ -119,8 +120,12 @@ class SmoothField:
     amplitude: np.ndarray  # (K, 3) mm
 
     def __call__(self, q: np.ndarray) -> np.ndarray:
-        """Displacement (*, 3) at local points (*, 3)."""
-        return np.cos(q @ self.omega.T + self.phase) @ self.amplitude
+        """Displacement (*, 3) at local points (*, 3), in float32 (the generator's hot spot:
+        torch's vectorised cosine is about 10× numpy's float64 one on a million points)."""
+        f32 = functools.partial(torch.as_tensor, dtype=torch.float32)
+        phase = torch.addmm(f32(self.phase), f32(q.reshape(-1, 3)), f32(self.omega.T))
+        out = torch.cos(phase) @ f32(self.amplitude)
+        return out.numpy().reshape(q.shape)
 
 
 def draw_field(
