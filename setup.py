@@ -16,6 +16,7 @@ setup(
             "weights/*.md",
             "weights/*.json",
             "data/demo_bag/*",
+            "data/demo_bag_fluoroscopy/*",
             "anatomy/shapes/*.npz",
             "anatomy/shapes/*.md",
             "anatomy/shapes/licenses/*",

@@ -34,6 +34,10 @@ TOPICS = {
     "/carm/pose": "geometry_msgs/msg/PoseStamped",
 }
 DEMO_BAG = Path(__file__).resolve().parents[1] / "data" / "demo_bag"
+#: The same case and poses as simulated fluoroscopy (mono8, no image-intensifier warp):
+#: `x23d-ros record --out FLUOROSCOPY_BAG --seed 2026 --views 3 --domain realistic
+#: --no-distortion`.
+FLUOROSCOPY_BAG = DEMO_BAG.with_name("demo_bag_fluoroscopy")
 
 
 def record(

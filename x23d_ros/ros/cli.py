@@ -70,7 +70,14 @@ def _cmd_record(args: argparse.Namespace) -> int:
     from x23d_ros.ros.bags import record
     from x23d_ros.ros.sim_carm import load_case
 
-    item = load_case(str(args.shards or ""), args.case, args.seed, args.views, args.domain)
+    item = load_case(
+        str(args.shards or ""),
+        args.case,
+        args.seed,
+        args.views,
+        args.domain,
+        distortion=not args.no_distortion,
+    )
     record(args.out, item, args.views, args.domain, args.storage, args.period_s)
     print(f"{args.views} shots recorded in {args.out}")
     return 0
@@ -148,6 +155,17 @@ def _demo_ros(out: Path) -> dict:
         f"  a planner joining late (MoveIt QoS, own process) received collision objects "
         f"{', '.join(view['collision_objects'])} and /tf_static {'; '.join(view['tf_static'])}"
     )
+    fluoro = summary.get("fluoroscopy")
+    if fluoro:
+        distances = ", ".join(
+            f"{name} {row['surface_distance_mm']:.1f}" for name, row in fluoro["levels"].items()
+        )
+        print(
+            f"Fluoroscopy (the same case as a C-arm shows it; {fluoro['adaptation']}): "
+            f"the spine arrived {fluoro['latency_last_shot_to_cloud_ms']:.0f} ms after the last "
+            f"shot; mean surface distance to ground truth, mm: {distances or 'none'}"
+            + (f"; not reconstructed: {', '.join(fluoro['missing'])}" if fluoro["missing"] else "")
+        )
     print(
         "Meshes (PLY, STL; metres, patient_ref), points.ply, spine.png, planner_view.json and "
         f"summary.json: {out}/"
@@ -182,6 +200,11 @@ def build_parser() -> argparse.ArgumentParser:
     record.add_argument("--seed", type=int, default=2026, help="else simulate this seed's case")
     record.add_argument("--views", type=int, default=3)
     record.add_argument("--domain", choices=("synthetic", "realistic"), default="synthetic")
+    record.add_argument(
+        "--no-distortion",
+        action="store_true",
+        help="realistic domain: no image-intensifier warp (the bag's CameraInfo says none)",
+    )
     record.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap")
     record.add_argument("--period-s", type=float, default=1.0, help="seconds between shots")
     record.set_defaults(func=_cmd_record)

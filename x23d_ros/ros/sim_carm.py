@@ -88,10 +88,18 @@ def render_posed_case(seed: int, poses_file: str, domain: str, spacing_mm: float
 
 
 def load_case(
-    shards: str, case: int, seed: int, views: int, domain: str, poses_file: str = ""
+    shards: str,
+    case: int,
+    seed: int,
+    views: int,
+    domain: str,
+    poses_file: str = "",
+    distortion: bool = True,
 ) -> dict:
     """A case as `ShotDataset` gives it: from `shards`, from `seed` at the poses of
-    `poses_file`, or simulated from `seed` at sampled poses."""
+    `poses_file`, or simulated from `seed` at sampled poses (with the image intensifier's
+    distortion in the realistic domain unless `distortion` is False; the anatomy and the
+    poses are the same either way)."""
     from x23d_ros.data.dataset import ShotDataset
 
     if poses_file:
@@ -101,7 +109,16 @@ def load_case(
     from x23d_ros.data.simulate import SimulateConfig, simulate
 
     with tempfile.TemporaryDirectory() as tmp:
-        simulate(SimulateConfig(out=Path(tmp), cases=1, views=views, seed=seed, image_size=256))
+        simulate(
+            SimulateConfig(
+                out=Path(tmp),
+                cases=1,
+                views=views,
+                seed=seed,
+                image_size=256,
+                distortion=distortion,
+            )
+        )
         return ShotDataset(tmp, domain)[0]
 
 
