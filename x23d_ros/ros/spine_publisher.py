@@ -60,7 +60,7 @@ PARAMS = (
     Param(
         "collision_padding_mm",
         2.0,
-        "collision meshes grown outwards by this much (visual meshes as reconstructed)",
+        "collision meshes grown outwards by at least this much (checked); visual ones as they are",
         0.0,
         20.0,
     ),
