@@ -76,3 +76,23 @@ def test_a_dewarp_map_moves_each_pixel_from_where_the_map_says(tmp_path):
     np.savez(tmp_path / "bad.npz", map_x=columns)
     with pytest.raises(DistortionError, match="map_x and map_y"):
         DewarpMap.load(tmp_path / "bad.npz")
+
+
+def test_the_undistortion_map_is_made_once_per_camera_not_per_frame():
+    """A 30 Hz stream sends the same K and coefficients with every frame: the map is reused
+    (the same arrays, read-only), and a new K makes a new one."""
+    from x23d_ros.distortion import undistortion_map
+
+    d = [-0.2, 0.05, 0.001, -0.001, 0.0]
+    frame = _distorted_frame("plumb_bob", d)
+    first = undistort(frame, K, "plumb_bob", d)
+    hits = undistortion_map.cache_info().hits
+    np.testing.assert_array_equal(undistort(frame, K, "plumb_bob", d), first)
+    assert undistortion_map.cache_info().hits == hits + 1
+    key = (160, 200, tuple(np.asarray(K, float).ravel().tolist()), "plumb_bob", tuple(d))
+    assert not undistortion_map(*key)[0].flags.writeable
+    other = K.copy()
+    other[0, 2] += 3.0
+    misses = undistortion_map.cache_info().misses
+    undistort(frame, other, "plumb_bob", d)
+    assert undistortion_map.cache_info().misses == misses + 1

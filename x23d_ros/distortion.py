@@ -16,6 +16,7 @@ the earth's magnetic field); the reconstruction assumes a pinhole P = K[R|t]. Tw
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,15 +65,26 @@ def undistort(image: np.ndarray, K: np.ndarray, model: str, d) -> np.ndarray:
     image = np.asarray(image)
     if not needs_undistortion(d):
         return image
-    K = np.asarray(K, float)
-    h, w = image.shape
+    key = tuple(np.asarray(K, float).ravel().tolist())
+    ud, vd = undistortion_map(*image.shape, key, model, tuple(np.asarray(d, float).tolist()))
+    return _sample(image, ud, vd)
+
+
+@functools.lru_cache(maxsize=8)
+def undistortion_map(
+    h: int, w: int, K: tuple[float, ...], model: str, d: tuple[float, ...]
+) -> tuple[np.ndarray, np.ndarray]:
+    """For each pixel of the ideal (h, w) image, the raw frame's column and row. Kept for the
+    last few (size, K, model, d): a C-arm streaming at 30 Hz sends the same ones every frame."""
+    K = np.asarray(K, float).reshape(3, 3)
     v, u = np.mgrid[0:h, 0:w].astype(float)
     y = (v - K[1, 2]) / K[1, 1]
     x = (u - K[0, 2] - K[0, 1] * y) / K[0, 0]
     xd, yd = distort_normalised(x, y, model, d)
     ud = K[0, 0] * xd + K[0, 1] * yd + K[0, 2]
     vd = K[1, 1] * yd + K[1, 2]
-    return _sample(image, ud, vd)
+    ud.flags.writeable = vd.flags.writeable = False  # shared by every frame that uses them
+    return ud, vd
 
 
 @dataclass(frozen=True)
