@@ -131,3 +131,16 @@ def test_a_damaged_session_is_set_aside_with_its_reason_not_resumed_and_not_dele
     (session.folder / "shot_001.tmp.npz").write_bytes(b"half")
     resumed, why = ShotSession.resume(tmp_path / "tmp")
     assert why == "" and len(resumed) == 1
+
+
+def test_a_session_too_old_to_resume_is_judged_by_its_record_alone(tmp_path):
+    """Whether to resume is decided from session.json: an old session's shots are not read
+    (a start costs nothing however large it is), so an old folder with a damaged shot is left
+    as it is, and the reason given is its age."""
+    session = ShotSession.new(tmp_path)
+    session.add(_shot(0))
+    (session.folder / "shot_000.npz").write_bytes(b"PK\x03\x04 not a zip")
+    updated = session.meta["updated"]
+    fresh, why = ShotSession.resume(tmp_path, max_age_s=1800, now=updated + 12 * 3600)
+    assert fresh.id != session.id and "old" in why
+    assert session.folder.exists() and not any(tmp_path.glob("*.set-aside"))

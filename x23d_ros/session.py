@@ -130,6 +130,15 @@ class SessionError(ValueError):
     """A session folder that cannot be read back; the message says what is wrong."""
 
 
+def read_meta(folder: Path) -> dict:
+    """A session folder's session.json, checked; SessionError when it cannot be read."""
+    meta_path = Path(folder) / "session.json"
+    try:
+        return _checked_meta(json.loads(meta_path.read_text()))
+    except (ValueError, OSError) as error:
+        raise SessionError(f"{meta_path}: {error}") from error
+
+
 class ShotSession:
     """The shots of one reconstruction, persisted in `folder` as they are added."""
 
@@ -140,10 +149,7 @@ class ShotSession:
         self.folder.mkdir(parents=True, exist_ok=True)
         meta_path = self.folder / "session.json"
         if meta_path.exists():
-            try:
-                self.meta = _checked_meta(json.loads(meta_path.read_text()))
-            except (ValueError, OSError) as error:
-                raise SessionError(f"{meta_path}: {error}") from error
+            self.meta = read_meta(self.folder)
         else:
             now = time.time()
             self.meta = {
@@ -204,26 +210,36 @@ class ShotSession:
         if not folders:
             return cls.new(root, domain, patient_id), "no earlier session"
         newest = folders[-1]
-        try:
-            session = cls(newest)
-        except SessionError as error:
+
+        def unreadable(error: SessionError) -> tuple[ShotSession, str]:
             aside = set_aside(newest, str(error))
             why = f"session {newest.name} cannot be read ({error}); set aside as {aside.name}"
             return cls.new(root, domain, patient_id), why
-        age = now - float(session.meta.get("updated", session.meta.get("created", 0.0)))
+
+        # Decide from session.json alone; only a session that will be continued has its shots
+        # read (a large old folder costs nothing at start).
+        try:
+            meta = read_meta(newest)
+        except SessionError as error:
+            return unreadable(error)
+        name = meta.get("id", newest.name)
+        age = now - float(meta.get("updated", meta.get("created", 0.0)))
         if age > max_age_s:
-            why = f"session {session.id} is {age:.0f} s old (resume_max_age_s {max_age_s:g})"
+            why = f"session {name} is {age:.0f} s old (resume_max_age_s {max_age_s:g})"
             return cls.new(root, domain, patient_id), why
-        if patient_id and session.meta.get("patient_id", "") != patient_id:
+        if patient_id and meta.get("patient_id", "") != patient_id:
             why = (
-                f"session {session.id} is patient {session.meta.get('patient_id') or '(none)'!r}"
+                f"session {name} is patient {meta.get('patient_id') or '(none)'!r}"
                 f", not {patient_id!r}"
             )
             return cls.new(root, domain, patient_id), why
-        if session.meta.get("domain", domain) != domain:
-            why = f"session {session.id} holds {session.meta.get('domain')} shots, not {domain}"
+        if meta.get("domain", domain) != domain:
+            why = f"session {name} holds {meta.get('domain')} shots, not {domain}"
             return cls.new(root, domain, patient_id), why
-        return session, ""
+        try:
+            return cls(newest), ""
+        except SessionError as error:
+            return unreadable(error)
 
     def add(self, shot: Shot) -> int:
         """Persist `shot` (atomically) and return its index."""
