@@ -129,6 +129,10 @@ def test_view_angle_between_ap_and_lateral_is_90_degrees():
     ap = g.look_at(np.array([0, -600.0, 0]), np.zeros(3), up)
     lateral = g.look_at(np.array([600.0, 0, 0]), np.zeros(3), up)
     assert g.view_angle_deg(ap, lateral) == pytest.approx(90.0)
+    pa = ap.copy()
+    pa[:3, :3] = ap[:3, :3] @ np.diag([-1.0, 1.0, -1.0])  # turned 180° about its y axis
+    assert g.view_angle_deg(ap, pa) == pytest.approx(180.0)
+    assert g.view_angle_deg(ap, pa, lines=True) == pytest.approx(0.0, abs=1e-6)
 
 
 def test_non_rigid_pose_is_refused():

@@ -153,11 +153,14 @@ def isocentre(origins_mm: np.ndarray, directions: np.ndarray) -> np.ndarray:
     return np.linalg.solve(A, b)
 
 
-def view_angle_deg(T_a: np.ndarray, T_b: np.ndarray) -> float:
-    """Angle in degrees between the viewing directions of two shots."""
+def view_angle_deg(T_a: np.ndarray, T_b: np.ndarray, lines: bool = False) -> float:
+    """Angle in degrees between the viewing directions of two shots (0–180°); with `lines`,
+    between their viewing lines (0–90°: opposite shots, AP and PA, see along the same line
+    and add nothing to a triangulation)."""
     _, da = principal_ray(T_a)
     _, db = principal_ray(T_b)
-    return float(np.degrees(np.arccos(np.clip(da @ db, -1.0, 1.0))))
+    cosine = abs(da @ db) if lines else da @ db
+    return float(np.degrees(np.arccos(np.clip(cosine, -1.0, 1.0))))
 
 
 def look_at(source_mm: np.ndarray, target_mm: np.ndarray, up: np.ndarray) -> np.ndarray:

@@ -115,10 +115,8 @@ def check_shot(
             )
     if len(collected) >= checks.max_shots:
         raise ShotRejectedError("too_many", f"{len(collected)} shots, limit {checks.max_shots}")
-    direction = geometry.principal_ray(T)[1]
     for i, other in enumerate(collected):
-        other_direction = geometry.principal_ray(np.asarray(other.T_ref_source, float))[1]
-        angle = np.degrees(np.arccos(np.clip(abs(direction @ other_direction), 0.0, 1.0)))
+        angle = geometry.view_angle_deg(T, np.asarray(other.T_ref_source, float), lines=True)
         if angle < checks.min_view_separation_deg:
             raise ShotRejectedError(
                 "duplicate_view",
