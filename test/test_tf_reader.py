@@ -40,3 +40,25 @@ def test_a_lookup_says_why_it_cannot_answer():
         tree.lookup("patient_ref", "carm_source", 10.5)
     with pytest.raises(LookupError, match="not connected"):
         tree.lookup("patient_ref", "tool", 10.0)
+
+
+def test_an_older_sample_counts_only_once_the_link_has_passed_the_stamp_or_at_the_end():
+    """At a tracker's rate the previous sample lies within the tolerance: while nothing at or
+    after the image's stamp has come, the image's own may be on its way (TfNotYetError, it waits);
+    once one has come, or when it waits no longer (`final`), the nearest within the
+    tolerance answers."""
+    from x23d_ros.ros.tf_reader import TfNotYetError
+
+    tree = TfTree(tolerance_s=0.1)
+    previous, own = _rigid(1), _rigid(2)
+    tree.add("patient_ref", "carm_source", previous, stamp=9.99)
+    with pytest.raises(TfNotYetError, match="at or after"):
+        tree.lookup("patient_ref", "carm_source", 10.0, final=False)
+    np.testing.assert_allclose(tree.lookup("patient_ref", "carm_source", 10.0), previous)
+    tree.add("patient_ref", "carm_source", own, stamp=10.0)
+    np.testing.assert_allclose(
+        tree.lookup("patient_ref", "carm_source", 10.0, final=False), own, atol=1e-12
+    )
+    # Unconnected frames and a link not seen yet may still come: not yet, not never.
+    with pytest.raises(TfNotYetError):
+        tree.lookup("patient_ref", "tracker", 10.0, final=False)

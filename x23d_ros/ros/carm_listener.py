@@ -272,7 +272,8 @@ class CArmListener(Node):
         image = image.astype(np.float32)
         if self.p.domain == "realistic" and msg.encoding in FULL_SCALE:
             image /= self.p.white_level or FULL_SCALE[msg.encoding]  # display values in [0, 1]
-        self._handle(*self.matcher.add_image(_stamp(msg), (image, msg)))
+        # The header alone travels with the image (the raw message would double what waits).
+        self._handle(*self.matcher.add_image(_stamp(msg), (image, msg.header)))
 
     def _on_info(self, msg: CameraInfo) -> None:
         if self._future(msg, "camera info"):
@@ -295,19 +296,21 @@ class CArmListener(Node):
             return
         self._handle(*self.matcher.add_pose(_stamp(msg), T))
 
-    def _tf_pose(self, image_msg: Image) -> tuple[np.ndarray | None, str]:
+    def _tf_pose(self, header, final: bool = False) -> tuple[np.ndarray | None, str]:
         """T_ref_source (mm) at the image's stamp, the source being the image's frame_id; or
-        None and why TF cannot answer (yet)."""
-        source, target = image_msg.header.frame_id, self.p.reference_frame
+        None and why TF cannot answer (yet). `final`: the image waits no longer (TfReader then
+        takes an older sample within the tolerance without one after the image)."""
+        source, target = header.frame_id, self.p.reference_frame
         if self.tf_buffer is None:
             try:
-                return self.tf_reader.lookup(target, source, _stamp(image_msg)), ""
+                stamp = header.stamp.sec + 1e-9 * header.stamp.nanosec
+                return self.tf_reader.lookup(target, source, stamp, final), ""
             except LookupError as error:
                 return None, str(error)
         from rclpy.time import Time
 
         try:
-            stamp = Time.from_msg(image_msg.header.stamp)
+            stamp = Time.from_msg(header.stamp)
             t = self.tf_buffer.lookup_transform(target, source, stamp).transform
         except Exception as error:  # tf2's lookup exceptions share no base we can import here
             return None, str(error)
@@ -344,7 +347,7 @@ class CArmListener(Node):
             return
         now, waiting = time.monotonic(), []
         for deadline, m, _ in self._tf_waiting:
-            T, error = self._tf_pose(m.image[1])
+            T, error = self._tf_pose(m.image[1], final=now > deadline)
             if T is not None:
                 self._accept(m, T)
             elif now > deadline:

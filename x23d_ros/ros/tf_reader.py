@@ -5,7 +5,8 @@ importable. Otherwise this reads `/tf` and `/tf_static` (tf2_msgs/TFMessage, the
 tf2's listener) into a small buffer and answers the one question the listener asks: where was
 frame `source` in frame `target` at time `stamp`. It follows parent links through the tree
 (both up from `source` and up from `target` to their common ancestor). A dynamic link is taken
-from the sample nearest to `stamp`, within `tolerance_s`; unlike tf2 it does not interpolate,
+from the sample nearest to `stamp`, within `tolerance_s`, once a sample at or after `stamp`
+has come (or when the caller says it waits no longer); unlike tf2 it does not interpolate,
 which suits C-arm poses (one per shot, stamped with the shot).
 """
 
@@ -41,6 +42,10 @@ def matrix_mm(t: TransformStamped) -> np.ndarray:
     return T
 
 
+class TfNotYetError(LookupError):
+    """TF cannot answer yet: a link, or the image's own sample, has not arrived."""
+
+
 class TfTree:
     """Transforms by child frame: a parent each, a fixed transform (static) or timed samples."""
 
@@ -60,18 +65,26 @@ class TfTree:
         bisect.insort(samples, (stamp, T_parent_child), key=lambda sample: sample[0])
         del samples[:-HISTORY]
 
-    def _link(self, child: str, stamp: float) -> np.ndarray:
-        """child → parent at `stamp`."""
+    def _link(self, child: str, stamp: float, final: bool) -> np.ndarray:
+        """child → parent at `stamp`. Unless `final`, a sample older than `stamp` counts only
+        once the link has a sample at or after it (TfNotYetError until then): at a tracker's rate
+        the previous sample lies within the tolerance too, and the image's own may be on its
+        way (the stamp matcher's rule for pose topics)."""
         if child in self.static:
             return self.static[child]
         samples = self.samples.get(child, [])
         if not samples:
-            raise LookupError(f"no transform for frame {child!r}")
+            raise TfNotYetError(f"no transform for frame {child!r}")
         nearest = min(samples, key=lambda s: abs(s[0] - stamp))
         if abs(nearest[0] - stamp) > self.tolerance_s:
-            raise LookupError(
+            error = TfNotYetError if samples[-1][0] < stamp else LookupError
+            raise error(
                 f"{self.parent[child]} → {child}: nearest sample {nearest[0] - stamp:+.3f} s from "
                 f"the image (tolerance {self.tolerance_s} s)"
+            )
+        if not final and nearest[0] < stamp and samples[-1][0] < stamp:
+            raise TfNotYetError(
+                f"{self.parent[child]} → {child}: no sample at or after the image yet"
             )
         return nearest[1]
 
@@ -82,21 +95,24 @@ class TfTree:
             chain.append(self.parent[chain[-1]])
         return chain
 
-    def _to_ancestor(self, chain: list[str], ancestor: str, stamp: float) -> np.ndarray:
+    def _to_ancestor(
+        self, chain: list[str], ancestor: str, stamp: float, final: bool
+    ) -> np.ndarray:
         """T_ancestor_frame for `chain` = frame … ancestor."""
         T = np.eye(4)
         for child in chain[: chain.index(ancestor)]:
-            T = self._link(child, stamp) @ T
+            T = self._link(child, stamp, final) @ T
         return T
 
-    def lookup(self, target: str, source: str, stamp: float) -> np.ndarray:
-        """T_target_source (4, 4, mm) at `stamp`; LookupError when TF cannot answer."""
+    def lookup(self, target: str, source: str, stamp: float, final: bool = True) -> np.ndarray:
+        """T_target_source (4, 4, mm) at `stamp`; LookupError when TF cannot answer, TfNotYetError
+        (a LookupError) when it may once more transforms have come (see `_link`)."""
         up_source, up_target = self._up(source), self._up(target)
         common = next((f for f in up_source if f in up_target), None)
         if common is None:
-            raise LookupError(f"{target!r} and {source!r} are not connected in TF")
-        T_common_source = self._to_ancestor(up_source, common, stamp)
-        T_common_target = self._to_ancestor(up_target, common, stamp)
+            raise TfNotYetError(f"{target!r} and {source!r} are not connected in TF")
+        T_common_source = self._to_ancestor(up_source, common, stamp, final)
+        T_common_target = self._to_ancestor(up_target, common, stamp, final)
         return np.linalg.inv(T_common_target) @ T_common_source
 
 
