@@ -48,3 +48,21 @@ def test_static_frames_follow_the_vertebra_frames_and_the_registration_is_checke
         ps.static_transform("robot_base", "patient_ref", Time(sec=5), [1, 2, 3], [0, 0, 0, 2])
     with pytest.raises(ValueError, match="translation"):
         ps.static_transform("robot_base", "patient_ref", Time(sec=5), [1, 2], [0, 0, 0, 1])
+
+
+def test_a_level_whose_collision_mesh_cannot_be_made_gets_its_padded_box_and_says_so():
+    """A degenerate surface (one open triangle: no inside) cannot be grown: that level's
+    collision object is its padded bounding box, reported as a fallback, and the other
+    levels' meshes are made as usual."""
+    from types import SimpleNamespace
+
+    from x23d_ros.ros.planner_scene import level_collision_mesh
+
+    flat = SimpleNamespace(
+        vertices=np.array([[0.0, 0.0, 0.0], [10.0, 0.0, 0.0], [0.0, 10.0, 0.0]]),
+        faces=np.array([[0, 1, 2]]),
+    )
+    vertices, faces, fallback = level_collision_mesh("L3", flat, 2.0, 2000)
+    assert fallback == "box" and len(faces) == 12
+    np.testing.assert_allclose(vertices.min(0), [-2.0, -2.0, -2.0])
+    np.testing.assert_allclose(vertices.max(0), [12.0, 12.0, 2.0])

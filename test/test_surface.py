@@ -160,3 +160,23 @@ def test_the_padding_holds_in_concave_places_where_moving_along_normals_folds():
     depth = _inside_depth(v, f, vertices)
     assert depth.min() > 2.0 - 0.3, depth.min()
     assert np.median(depth) < 4.0
+
+
+def test_the_last_resorts_hold_the_padding_within_the_budget():
+    """When the level set fails its check: the padded convex hull (decimated to the budget,
+    then grown by what the decimation cut) and, when nothing can be made, the padded box
+    both hold every surface point by at least the padding."""
+    points, affine = _grid(40)
+    vertices, faces = surface.mesh_from_probability(
+        _soft_box(points, [-12, -9, -6], [12, 9, 6]) * (1 - _soft_ball(points, [0, 0, 9], 7.0)),
+        affine,
+    )
+    faces = surface._wound_outwards(vertices, faces)
+    with pytest.warns(surface.CollisionFallbackWarning):
+        v, f = surface.padded_hull(vertices, faces, 2.0, max_triangles=60)
+    assert 0 < len(f) <= 60
+    assert _inside_depth(v, f, vertices).min() > 2.0 - 0.01
+    v, f = surface.padded_box(vertices, 2.0)
+    assert len(v) == 8 and len(f) == 12
+    depth = _inside_depth(v, f, vertices)
+    assert depth.min() == pytest.approx(2.0, abs=0.05)

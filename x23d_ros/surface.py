@@ -142,7 +142,8 @@ def _depth(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray) -> np.nd
     import open3d as o3d
 
     distance = _scene(vertices, faces).compute_signed_distance(
-        o3d.core.Tensor(np.asarray(points, np.float32))
+        o3d.core.Tensor(np.asarray(points, np.float32)),
+        nsamples=3,  # inside: 3 rays' vote
     )
     return -distance.numpy()
 
@@ -189,7 +190,8 @@ def collision_mesh(
     must lie at least `padding_mm − COLLISION_TOLERANCE_MM` from it, inside (open3d's signed
     distance). If one does not (the decimation cut a corner), the extra grows by 0.5 mm and it
     is made again; after `COLLISION_ATTEMPTS` the convex hull of the surface grown along its
-    normals is returned (larger than needed, a last resort). So the margin is at least the
+    normals is returned (`padded_hull`: larger than needed, a last resort, with a
+    `CollisionFallbackWarning`). So the margin is at least the
     padding (less the tolerance) at every surface vertex, about 1 mm more in the median.
     Padding 0: the surface decimated, which may cut corners by a fraction of a millimetre."""
     if padding_mm < 0:
@@ -198,6 +200,8 @@ def collision_mesh(
     faces = _wound_outwards(vertices, np.asarray(faces, np.int64))
     if padding_mm == 0:
         return _decimated(vertices, faces, max_triangles)
+    if not _o3d_mesh(vertices, faces).is_watertight():
+        raise SurfaceError("the surface is not closed: it has no inside to grow outwards")
     first, step = COLLISION_EXTRA_MM
     offsets = [padding_mm + first + step * attempt for attempt in range(COLLISION_ATTEMPTS)]
     field = _DistanceField(vertices, faces, offsets[-1], COLLISION_GRID_MM)
@@ -205,12 +209,52 @@ def collision_mesh(
         v, f = _decimated(*field.level_set(offset), max_triangles)
         if len(f) and _depth(v, f, vertices).min() >= padding_mm - COLLISION_TOLERANCE_MM:
             return v, f
+    return padded_hull(vertices, faces, padding_mm + step, max_triangles)
+
+
+class CollisionFallbackWarning(UserWarning):
+    """A collision mesh fell back to a convex hull or a box (larger than needed)."""
+
+
+def padded_hull(
+    vertices: np.ndarray, faces: np.ndarray, padding_mm: float, max_triangles: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """The convex hull of the surface grown `padding_mm` along its normals, decimated to the
+    budget and then grown by the decimation's shortfall: a last resort, larger than needed
+    (it fills the canal and the gaps between processes), never smaller. Warns
+    (`CollisionFallbackWarning`) so that the caller can report it."""
+    import warnings
+
+    warnings.warn(
+        f"collision mesh: convex hull padded by {padding_mm:.2f} mm (the level set failed "
+        "its check)",
+        CollisionFallbackWarning,
+        stacklevel=2,
+    )
     mesh = _o3d_mesh(vertices, faces)
-    mesh.compute_vertex_normals()  # area-weighted, outwards (the winding above)
-    grown = vertices + (padding_mm + step) * np.asarray(mesh.vertex_normals)
+    mesh.compute_vertex_normals()  # area-weighted, outwards (`faces` wound outwards)
+    grown = vertices + padding_mm * np.asarray(mesh.vertex_normals)
     hull, _ = _o3d_mesh(grown, faces).compute_convex_hull()
     v = np.asarray(hull.vertices).copy()
-    return v, _wound_outwards(v, np.asarray(hull.triangles).astype(np.int64))
+    f = _wound_outwards(v, np.asarray(hull.triangles).astype(np.int64))
+    if max_triangles and len(f) > max_triangles:
+        dv, df = _decimated(v, f, max_triangles)
+        short = max(0.0, -float(_depth(dv, df, grown).min()))  # decimation cut inside
+        centre = grown.mean(0)
+        directions = dv - centre
+        directions /= np.maximum(np.linalg.norm(directions, axis=1, keepdims=True), 1e-9)
+        v, f = dv + (short + 0.5) * directions, df  # convex: moving out along rays holds it
+    return v, f
+
+
+def padded_box(vertices: np.ndarray, padding_mm: float) -> tuple[np.ndarray, np.ndarray]:
+    """The axis-aligned box around the surface, grown by `padding_mm`: 8 vertices and 12
+    triangles wound outwards; the collision object when nothing finer can be made."""
+    lo, hi = vertices.min(0) - padding_mm, vertices.max(0) + padding_mm
+    corners = np.array([[(lo, hi)[b >> k & 1][k] for k in range(3)] for b in range(8)])
+    quads = [(0, 2, 3, 1), (4, 5, 7, 6), (0, 1, 5, 4), (2, 6, 7, 3), (0, 4, 6, 2), (1, 3, 7, 5)]
+    tris = np.array([t for a, b, c, d in quads for t in ((a, b, c), (a, c, d))], np.int64)
+    return corners, _wound_outwards(corners, tris)
 
 
 def sample_points(

@@ -203,7 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
     record.add_argument(
         "--no-distortion",
         action="store_true",
-        help="realistic domain: no image-intensifier warp (the bag's CameraInfo says none)",
+        help="realistic domain: no image-intensifier warp (the bag's CameraInfo always gives "
+        "zero distortion coefficients: true only with this flag)",
     )
     record.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap")
     record.add_argument("--period-s", type=float, default=1.0, help="seconds between shots")

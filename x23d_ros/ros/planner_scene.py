@@ -18,6 +18,8 @@ no pedicle entry points or axes.
 
 from __future__ import annotations
 
+import logging
+import warnings
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -31,7 +33,9 @@ from tf2_msgs.msg import TFMessage
 from x23d_ros.anatomy import LEVELS
 from x23d_ros.pipeline import Reconstruction
 from x23d_ros.ros.spine_messages import MM, frame_pose, header, mesh_message, meshes
-from x23d_ros.surface import collision_mesh
+from x23d_ros.surface import CollisionFallbackWarning, collision_mesh, padded_box
+
+log = logging.getLogger(__name__)
 
 SUBFRAMES = ("body_centre",)
 
@@ -75,17 +79,43 @@ def collision_objects(
 
 
 def collision_meshes(
-    recon: Reconstruction, padding_mm: float, max_triangles: int
+    recon: Reconstruction,
+    padding_mm: float,
+    max_triangles: int,
+    fallbacks: list[str] | None = None,
 ) -> dict[str, Mesh] | None:
     """Per level, the padded, decimated mesh for collision checking (metres); None when
-    neither applies (padding 0, no budget): the visual meshes serve."""
+    neither applies (padding 0, no budget): the visual meshes serve. Levels whose mesh fell
+    back to a padded hull or box are appended to `fallbacks` ("L3: hull")."""
     if padding_mm <= 0 and max_triangles <= 0:
         return None
     out = {}
     for name, v in recon.vertebrae.items():
-        vertices, faces = collision_mesh(v.vertices, v.faces, padding_mm, max_triangles)
+        vertices, faces, fallback = level_collision_mesh(name, v, padding_mm, max_triangles)
+        if fallback and fallbacks is not None:
+            fallbacks.append(f"{name}: {fallback}")
         out[name] = mesh_message(vertices * MM, faces)
     return out
+
+
+def level_collision_mesh(
+    name: str, v, padding_mm: float, max_triangles: int
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """`collision_mesh` of one level's surface, and "" or the fallback taken: "hull" (the
+    level set failed its check) or "box" (the mesh could not be made at all: a degenerate or
+    open surface; the padded bounding box instead). Logged: a collision object larger than
+    needed beats none, and one level must not keep the others from being published."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", CollisionFallbackWarning)
+        try:
+            vertices, faces = collision_mesh(v.vertices, v.faces, padding_mm, max_triangles)
+        except Exception as error:  # qhull, marching cubes: many kinds
+            log.warning("%s: collision mesh failed (%r): padded bounding box instead", name, error)
+            return (*padded_box(np.asarray(v.vertices, float), padding_mm), "box")
+    if any(issubclass(w.category, CollisionFallbackWarning) for w in caught):
+        log.warning("%s: collision mesh is a padded convex hull (larger than needed)", name)
+        return vertices, faces, "hull"
+    return vertices, faces, ""
 
 
 def removals(ids: Iterable[str], frame_id: str, stamp: Time) -> list[CollisionObject]:

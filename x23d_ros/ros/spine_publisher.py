@@ -60,7 +60,7 @@ PARAMS = (
     Param(
         "collision_padding_mm",
         2.0,
-        "collision meshes grown outwards by at least this much (checked); visual ones as they are",
+        "collision meshes grown outwards by this much (checked at their vertices, -0.25 mm)",
         0.0,
         20.0,
     ),
@@ -155,6 +155,7 @@ class SpinePublisher(Node):
         self.published = 0
         self.resent = 0
         self.dropped = 0  # reconstructions of a session no longer current
+        self.collision_fallbacks = 0  # levels whose collision mesh is a padded hull or box
         self.session = ""  # the current session ("": any, until one is set)
         self._lock = threading.Lock()
         self._send_tf([])
@@ -167,9 +168,13 @@ class SpinePublisher(Node):
         frame = self.p.reference_frame
         collision_meshes = None
         if self.collision is not None:  # outside the lock: decimation takes a while
+            fallbacks: list[str] = []
             collision_meshes = ps.collision_meshes(
-                recon, self.p.collision_padding_mm, self.p.collision_max_triangles
+                recon, self.p.collision_padding_mm, self.p.collision_max_triangles, fallbacks
             )
+            for fallback in fallbacks:
+                self.get_logger().warning(f"collision mesh {fallback}: larger than needed")
+            self.collision_fallbacks += len(fallbacks)
         with self._lock, gc_paused():
             if not self.active:
                 self.get_logger().info("inactive: reconstruction not published")
@@ -318,6 +323,7 @@ class SpinePublisher(Node):
             "tf_static_frames": ",".join(self.frames_sent),
             "collision_objects_resent": str(self.resent),
             "reconstructions_dropped": str(self.dropped),
+            "collision_fallbacks": str(self.collision_fallbacks),
             **self.status(),
         }
         warn = any(k.startswith("incompatible_qos.") for k in values) or values.get("last_error")
