@@ -65,17 +65,19 @@ def undistort(image: np.ndarray, K: np.ndarray, model: str, d) -> np.ndarray:
     image = np.asarray(image)
     if not needs_undistortion(d):
         return image
-    key = tuple(np.asarray(K, float).ravel().tolist())
-    ud, vd = undistortion_map(*image.shape, key, model, tuple(np.asarray(d, float).tolist()))
+    # Rounded: the same camera's K and d, sent again, hit the cache despite the last bits.
+    key = tuple(np.round(np.asarray(K, float).ravel(), 6).tolist())
+    coefficients = tuple(np.round(np.asarray(d, float), 9).tolist())
+    ud, vd = undistortion_map(*image.shape, key, model, coefficients)
     return _sample(image, ud, vd)
 
 
-@functools.lru_cache(maxsize=8)
+@functools.lru_cache(maxsize=4)
 def undistortion_map(
     h: int, w: int, K: tuple[float, ...], model: str, d: tuple[float, ...]
 ) -> tuple[np.ndarray, np.ndarray]:
     """For each pixel of the ideal (h, w) image, the raw frame's column and row. Kept for the
-    last few (size, K, model, d): a C-arm streaming at 30 Hz sends the same ones every frame."""
+    last 4 (size, K, model, d): a C-arm streaming at 30 Hz sends the same ones every frame."""
     K = np.asarray(K, float).reshape(3, 3)
     v, u = np.mgrid[0:h, 0:w].astype(float)
     y = (v - K[1, 2]) / K[1, 1]
@@ -83,7 +85,9 @@ def undistortion_map(
     xd, yd = distort_normalised(x, y, model, d)
     ud = K[0, 0] * xd + K[0, 1] * yd + K[0, 2]
     vd = K[1, 1] * yd + K[1, 2]
-    ud.flags.writeable = vd.flags.writeable = False  # shared by every frame that uses them
+    # float32 (a 1024² pair is 8 MB), read-only: shared by every frame that uses them.
+    ud, vd = ud.astype(np.float32), vd.astype(np.float32)
+    ud.flags.writeable = vd.flags.writeable = False
     return ud, vd
 
 

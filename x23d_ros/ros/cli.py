@@ -156,7 +156,9 @@ def _demo_ros(out: Path) -> dict:
         f"{', '.join(view['collision_objects'])} and /tf_static {'; '.join(view['tf_static'])}"
     )
     fluoro = summary.get("fluoroscopy")
-    if fluoro:
+    if fluoro and "error" in fluoro:
+        print(f"Fluoroscopy replay FAILED: {fluoro['error']}", file=sys.stderr)
+    elif fluoro:
         distances = ", ".join(
             f"{name} {row['surface_distance_mm']:.1f}" for name, row in fluoro["levels"].items()
         )

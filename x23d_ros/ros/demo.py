@@ -211,17 +211,20 @@ def run(out: Path, timeout_s: float = 300.0, fluoroscopy: bool = True) -> dict:
         "tf_static": [f"{t['parent']} -> {t['child']}" for t in view["tf_static"]],
     }
     rows = [(DEMO_BAG, got.meshes, "synthetic-domain shots (the demo bag)")]
-    if fluoroscopy:
-        fluoro = _replay(
-            out,
-            FLUOROSCOPY_BAG,
-            out / "bringup_fluoroscopy.log",
-            timeout_s,
-            planner=False,
-            **FLUOROSCOPY_PARAMS,
-        )
-        summary["fluoroscopy"] = _scores(fluoro, truth)
-        rows.append((FLUOROSCOPY_BAG, fluoro.meshes, "fluoroscopy, through the style transfer"))
+    if fluoroscopy:  # its failure is reported in the summary; the main replay's results stand
+        try:
+            fluoro = _replay(
+                out,
+                FLUOROSCOPY_BAG,
+                out / "bringup_fluoroscopy.log",
+                min(timeout_s, 120.0),
+                planner=False,
+                **FLUOROSCOPY_PARAMS,
+            )
+            summary["fluoroscopy"] = _scores(fluoro, truth)
+            rows.append((FLUOROSCOPY_BAG, fluoro.meshes, "fluoroscopy, through the style transfer"))
+        except (RuntimeError, TimeoutError) as error:
+            summary["fluoroscopy"] = {"error": str(error)[-2000:]}
     draw(out / "spine.png", rows)
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary
