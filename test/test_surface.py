@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -126,6 +128,7 @@ def test_a_collision_mesh_is_decimated_to_its_budget_and_encloses_the_surface_by
     assert 0 < len(f) <= 800
     depth = _inside_depth(v, f, vertices)
     assert depth.min() > -0.3 and depth.max() < 0.3  # decimated only
+    warnings.simplefilter("error", surface.CollisionFallbackWarning)  # the level set, no hull
     for padding in (1.0, 2.0):
         v, f = surface.collision_mesh(vertices, faces, padding_mm=padding, max_triangles=800)
         assert 0 < len(f) <= 800
@@ -155,6 +158,7 @@ def test_the_padding_holds_in_concave_places_where_moving_along_normals_folds():
         ]
     )
     vertices, faces = surface.mesh_from_probability(prob, affine)
+    warnings.simplefilter("error", surface.CollisionFallbackWarning)  # the level set, no hull
     v, f = surface.collision_mesh(vertices, faces, padding_mm=2.0, max_triangles=1500)
     assert 0 < len(f) <= 1500
     depth = _inside_depth(v, f, vertices)

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 from geometry_msgs.msg import PoseStamped
+from rclpy.clock import Clock, ClockType
 from rclpy.event_handler import QoSRequestedIncompatibleQoSInfo, SubscriptionEventCallbacks
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
@@ -244,7 +245,10 @@ class CArmListener(Node):
         MessageFilter holds a message), up to `sync_wait_s` of this node's wall time: a
         tracker's /tf often comes a little after the frame it serves."""
         self._tf_waiting: list[tuple[float, Match, str]] = []  # (deadline, match, last error)
-        self.create_timer(TF_RETRY_S, self._retry_tf)
+        if self.p.pose_source == "tf":  # on the steady clock: held images age in wall time
+            self.create_timer(
+                TF_RETRY_S, self._retry_tf, clock=Clock(clock_type=ClockType.STEADY_TIME)
+            )
 
     def _reject(self, reason: str, detail: str) -> None:
         self.rejections[reason] += 1
