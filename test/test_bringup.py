@@ -400,7 +400,11 @@ def test_a_reset_during_a_reconstruction_publishes_nothing_of_the_old_session(
         assert probe.spin_until(lambda: late_meshes, 10)
         assert len(late_meshes[-1].vertices) == 0 and len(late_meshes[-1].triangles) == 0
         # On any machine where a reconstruction on one thread outlasts a service call (the
-        # usual case), the reset caught it running: then it was dropped.
+        # usual case), the reset caught it running: then it was dropped (counted once the
+        # publisher has refused it, shortly after the reconstruction ends).
+        probe.spin_until(
+            lambda: probe.latest_diagnostics().get("reconstructions_dropped") == "1", 10
+        )
         dropped = probe.latest_diagnostics().get("reconstructions_dropped")
         log_text = (tmp_path / "bringup.log").read_text()
         assert dropped == "1" or log_text.index("vertebrae from 3 shots") < log_text.index(

@@ -166,6 +166,9 @@ class SpinePublisher(Node):
         `recon` is not the current session's."""
         stamp = self.get_clock().now().to_msg()
         frame = self.p.reference_frame
+        with self._lock:  # before seconds of collision meshes are spent on it
+            if not self._publishable(recon):
+                return False
         collision_meshes = None
         if self.collision is not None:  # outside the lock: decimation takes a while
             fallbacks: list[str] = []
@@ -176,15 +179,7 @@ class SpinePublisher(Node):
                 self.get_logger().warning(f"collision mesh {fallback}: larger than needed")
             self.collision_fallbacks += len(fallbacks)
         with self._lock, gc_paused():
-            if not self.active:
-                self.get_logger().info("inactive: reconstruction not published")
-                return False
-            if self.session and recon.session != self.session:
-                self.dropped += 1
-                self.get_logger().warning(
-                    f"reconstruction of session {recon.session or '(none)'} dropped: "
-                    f"session {self.session} is current"
-                )
+            if not self._publishable(recon):  # again: a reset may have come meanwhile
                 return False
             level_meshes = sm.meshes(recon)  # built once for the three outputs that carry them
             for name, publisher in self.meshes.items():  # a level not found: an empty mesh
@@ -205,6 +200,21 @@ class SpinePublisher(Node):
             self.points.publish(sm.point_cloud(recon, frame, stamp))  # last: it marks "complete"
             self.published += 1
             self._send_session(recon, stamp)
+        return True
+
+    def _publishable(self, recon: Reconstruction) -> bool:
+        """Whether `recon` may go out now (active, and of the current session); logged and
+        counted (`reconstructions_dropped`) when not. The caller holds the lock."""
+        if not self.active:
+            self.get_logger().info("inactive: reconstruction not published")
+            return False
+        if self.session and recon.session != self.session:
+            self.dropped += 1
+            self.get_logger().warning(
+                f"reconstruction of session {recon.session or '(none)'} dropped: "
+                f"session {self.session} is current"
+            )
+            return False
         return True
 
     def set_session(self, session: str) -> None:
