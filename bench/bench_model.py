@@ -165,20 +165,20 @@ def clear_contrast(ct: Path, labels: Path, out: Path) -> Path:
 
 
 def render_ct(
-    folder: Path, ct: Path, labels: Path, draws: int, reconstructor: Reconstructor
+    out: Path, ct: Path, labels: Path, draws: int, image_size: int, distortion: bool = True
 ) -> Path:
-    """`draws` cases of the CT, 3 views each, seed 0, into `folder`/shards."""
-    out = folder / "shards"
+    """`draws` cases of the CT, 3 views each, seed 0, both domains, into `out` (resumable)."""
     simulate(
         SimulateConfig(
             out=out,
             cases=draws,
             views=3,
             seed=0,
-            image_size=shot_size(reconstructor),
+            image_size=image_size,
             source="ct",
             ct=ct,
             labels=labels,
+            distortion=distortion,
         )
     )
     return out
@@ -191,7 +191,7 @@ def score_ct(
     product's placement, and the fine grids on the true boxes."""
     with tempfile.TemporaryDirectory() as tmp:
         volume = clear_contrast(ct, labels, Path(tmp) / "ct_bone.nii.gz") if clear else ct
-        data = render_ct(Path(tmp), volume, labels, draws, reconstructor)
+        data = render_ct(Path(tmp) / "shards", volume, labels, draws, shot_size(reconstructor))
         placed = evaluate_folder(reconstructor, data, [0, 1, 2], "synthetic")
         truth = evaluate_folder(reconstructor, data, [0, 1, 2], "synthetic", placement="truth")
     return placed, truth
