@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from x23d_ros.ros.sync import StampMatcher
+from x23d_ros.ros.sync import StampMatcher, nearest_sample
 
 
 def test_an_image_leaves_with_the_nearest_info_and_pose_within_tolerance():
@@ -91,3 +91,13 @@ def test_a_reset_drops_the_waiting_images_but_keeps_infos_and_poses():
     assert m.add_pose(1.0, "pose") == ([], [])  # nothing left to match
     matches, _ = m.add_image(1.0, "new image")  # the same stamps serve a new shot
     assert [x.image for x in matches] == ["new image"]
+
+
+def test_nearest_sample_waits_for_the_image_own_sample_and_says_none_once_the_stream_passed():
+    samples = [(0.95, "old"), (1.20, "late")]
+    assert nearest_sample([], 1.0, 0.1, final=False) == (None, "wait")
+    assert nearest_sample(samples[:1], 1.0, 0.1, final=False) == ((0.95, "old"), "wait")
+    assert nearest_sample(samples[:1], 1.0, 0.1, final=True) == ((0.95, "old"), "match")
+    assert nearest_sample(samples, 1.0, 0.1, final=False) == ((0.95, "old"), "match")
+    assert nearest_sample(samples, 1.5, 0.1, final=False) == ((1.20, "late"), "wait")
+    assert nearest_sample(samples, 1.1, 0.05, final=True) == ((1.20, "late"), "none")

@@ -16,6 +16,7 @@ images) up to `history` each.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +36,28 @@ class Expired:
     image: Any
     reason: str  # missing_camera_info | stale_pose | missing_pose
     detail: str = ""
+
+
+def nearest_sample(
+    samples: Iterable[tuple[float, Any]], stamp: float, tolerance_s: float, final: bool
+) -> tuple[tuple[float, Any] | None, str]:
+    """The sample (stamp, value) of `samples` nearest `stamp`, and a verdict on it: "match"
+    (within `tolerance_s`, and the image's own), "none" (none is within the tolerance, and
+    none nearer can come: the stream has passed `stamp`) or "wait" (the answer may change as
+    samples come). Unless `final`, a sample older than `stamp` is the image's only once the
+    stream has a sample at or after `stamp`: until then the image's own, nearer one may still
+    be on its way (at 30 Hz the previous frame's sample lies within the tolerance too). The
+    sample is None when there are none."""
+    samples = list(samples)
+    if not samples:
+        return None, "wait"
+    best = min(samples, key=lambda item: abs(item[0] - stamp))
+    passed = max(item[0] for item in samples) >= stamp
+    if abs(best[0] - stamp) > tolerance_s:
+        return best, "none" if passed else "wait"
+    if not final and best[0] < stamp and not passed:
+        return best, "wait"
+    return best, "match"
 
 
 class StampMatcher:
@@ -72,16 +95,9 @@ class StampMatcher:
         return n
 
     def _nearest(self, buffer: deque, stamp: float, final: bool) -> tuple[float, Any] | None:
-        """The item nearest `stamp` within the tolerance. Unless `final`, an item older than
-        `stamp` counts only once the stream has passed `stamp` (an item at or after it has
-        come): until then the image's own, nearer one may still be on its way (at 30 Hz the
-        previous frame's pose lies within the tolerance too)."""
-        best = min(buffer, key=lambda item: abs(item[0] - stamp), default=None)
-        if best is None or abs(best[0] - stamp) > self.tolerance_s:
-            return None
-        if not final and best[0] < stamp and max(item[0] for item in buffer) < stamp:
-            return None
-        return best
+        """The item nearest `stamp` once `nearest_sample` says it is the image's."""
+        best, verdict = nearest_sample(buffer, stamp, self.tolerance_s, final)
+        return best if verdict == "match" else None
 
     def _expire(self, stamp: float, image: Any, no_info: bool) -> Expired:
         if no_info:

@@ -23,6 +23,7 @@ from scipy.spatial.transform import Rotation
 from tf2_msgs.msg import TFMessage
 
 from x23d_ros.ros.spine_publisher import TF_STATIC_QOS
+from x23d_ros.ros.sync import nearest_sample
 
 TF_QOS = QoSProfile(depth=100)  # tf2_ros.TransformListener's default for /tf
 HISTORY = 200  # samples kept per dynamic link
@@ -66,27 +67,25 @@ class TfTree:
         del samples[:-HISTORY]
 
     def _link(self, child: str, stamp: float, final: bool) -> np.ndarray:
-        """child → parent at `stamp`. Unless `final`, a sample older than `stamp` counts only
-        once the link has a sample at or after it (TfNotYetError until then): at a tracker's rate
-        the previous sample lies within the tolerance too, and the image's own may be on its
-        way (the stamp matcher's rule for pose topics)."""
+        """child → parent at `stamp`, by the stamp matcher's rule (`sync.nearest_sample`):
+        TfNotYetError while the answer may change (unless `final`, a sample older than `stamp`
+        counts only once the link has one at or after it), LookupError when no sample is
+        within the tolerance and none nearer can come."""
         if child in self.static:
             return self.static[child]
-        samples = self.samples.get(child, [])
-        if not samples:
+        best, verdict = nearest_sample(self.samples.get(child, []), stamp, self.tolerance_s, final)
+        if best is None:
             raise TfNotYetError(f"no transform for frame {child!r}")
-        nearest = min(samples, key=lambda s: abs(s[0] - stamp))
-        if abs(nearest[0] - stamp) > self.tolerance_s:
-            error = TfNotYetError if samples[-1][0] < stamp else LookupError
+        link = f"{self.parent[child]} → {child}"
+        if abs(best[0] - stamp) > self.tolerance_s:
+            error = TfNotYetError if verdict == "wait" else LookupError
             raise error(
-                f"{self.parent[child]} → {child}: nearest sample {nearest[0] - stamp:+.3f} s from "
-                f"the image (tolerance {self.tolerance_s} s)"
+                f"{link}: nearest sample {best[0] - stamp:+.3f} s from the image "
+                f"(tolerance {self.tolerance_s} s)"
             )
-        if not final and nearest[0] < stamp and samples[-1][0] < stamp:
-            raise TfNotYetError(
-                f"{self.parent[child]} → {child}: no sample at or after the image yet"
-            )
-        return nearest[1]
+        if verdict == "wait":
+            raise TfNotYetError(f"{link}: no sample at or after the image yet")
+        return best[1]
 
     def _up(self, frame: str) -> list[str]:
         """`frame`, its parent, its parent's parent, … up to the root."""
