@@ -27,7 +27,13 @@ from x23d_ros.session import REASONS
 
 SIZE = 32
 K = geometry.intrinsics(1000.0, 10.0, SIZE, SIZE)  # a 32² detector, 100 px focal length
-KNOWN = set(REASONS) | {"bad_image", "pose_frame", "missing_camera_info", "missing_pose"}
+KNOWN = set(REASONS) | {
+    "bad_image",
+    "pose_frame",
+    "missing_camera_info",
+    "missing_pose",
+    "sync_overflow",
+}
 
 
 def _T(angle_deg: float) -> np.ndarray:

@@ -101,3 +101,46 @@ def test_nearest_sample_waits_for_the_image_own_sample_and_says_none_once_the_st
     assert nearest_sample(samples, 1.0, 0.1, final=False) == ((0.95, "old"), "match")
     assert nearest_sample(samples, 1.5, 0.1, final=False) == ((1.20, "late"), "wait")
     assert nearest_sample(samples, 1.1, 0.05, final=True) == ((1.20, "late"), "none")
+
+
+def test_waiting_images_are_bounded_when_no_stream_advances():
+    """A driver that leaves every stamp at 0 and sends no camera info: without a bound every
+    frame of a 30 Hz stream would wait for ever (a megabyte each at 512²)."""
+    m = StampMatcher(tolerance_s=0.05, need_pose=True, max_pending=8)
+    reasons = []
+    for i in range(100):
+        _, expired = m.add_image(0.0, f"frame {i}")
+        reasons += [e.reason for e in expired]
+    assert m.pending() == 8
+    assert reasons == ["sync_overflow"] * 92
+
+
+def test_images_late_by_almost_the_wait_still_find_their_own_info_and_pose_at_30_hz():
+    """Images that reach the listener 1.9 s after their camera info and pose (a busy
+    process): each must leave with its own, although 57 newer ones of each came meanwhile."""
+    m = StampMatcher(tolerance_s=0.01, need_pose=True, wait_s=2.0)
+    matches = []
+    for i in range(300):
+        t = i / 30
+        m.add_info(t, f"info {i}")
+        m.add_pose(t, f"pose {i}")
+        late = i - 57  # the image stamped 1.9 s earlier arrives now
+        if late >= 0:
+            found, expired = m.add_image(late / 30, f"image {late}")
+            assert expired == []
+            matches += found
+    assert len(matches) == 243
+    assert all(x.info == x.image.replace("image", "info") for x in matches)
+    assert all(x.pose == x.image.replace("image", "pose") for x in matches)
+    # What is kept covers the wait, not the whole stream.
+    assert len(m.infos) <= 2.0 * 30 + 2 and len(m.poses) <= 2.0 * 30 + 2
+
+
+def test_the_newest_sample_is_kept_however_old():
+    m = StampMatcher(tolerance_s=0.05, need_pose=True, wait_s=1.0)
+    m.add_pose(1.0, "the only pose")
+    m.add_info(100.0, "info")
+    _, expired = m.add_image(100.0, "image")
+    assert m.poses == [(1.0, "the only pose")]  # so an expiry can say how stale the pose is
+    _, expired = m.add_info(102.0, "later info")
+    assert [e.reason for e in expired] == ["stale_pose"]

@@ -136,6 +136,10 @@ def describe_qos(qos: QoSProfile) -> str:
 #: seconds of a 30 Hz stream); beyond it the oldest is refused (tf_lookup).
 MAX_TF_WAITING = 64
 TF_RETRY_S = 0.05  # how often held images try their transform again
+#: A refusal is logged at most once a second per reason (the count since the last line is
+#: in it; diagnostics count every one): a 30 Hz stream of refused frames would otherwise
+#: write about 11 MB of log an hour.
+REJECT_LOG_PERIOD_S = 1.0
 
 
 def _stamp(msg) -> float:
@@ -153,6 +157,8 @@ class CArmListener(Node):
         self.on_shot_set = on_shot_set or (lambda _: None)
         self.on_reset = on_reset or (lambda _: None)
         self.rejections: Counter[str] = Counter()
+        self._unlogged: Counter[str] = Counter()  # refusals since their reason's last line
+        self._logged_at: dict[str, float] = {}
         self.images_received = 0
         self.incompatible_qos: Counter[str] = Counter()
         self.checks = ShotChecks(self.p.min_view_separation_deg, self.p.max_pose_age_s)
@@ -252,7 +258,14 @@ class CArmListener(Node):
 
     def _reject(self, reason: str, detail: str) -> None:
         self.rejections[reason] += 1
-        self.get_logger().warning(f"shot refused ({reason}): {detail}")
+        now = time.monotonic()
+        if now - self._logged_at.get(reason, -np.inf) < REJECT_LOG_PERIOD_S:
+            self._unlogged[reason] += 1
+            return
+        self._logged_at[reason] = now
+        more = self._unlogged.pop(reason, 0)
+        since = f" ({more} more refused for this reason since its last line)" if more else ""
+        self.get_logger().warning(f"shot refused ({reason}): {detail}{since}")
 
     def _future(self, msg, kind: str) -> bool:
         """True (and refused) for a stamp more than MAX_FUTURE_S ahead of this node's clock:
