@@ -11,6 +11,8 @@ lengths, an orthonormal rotation)."""
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 import rclpy
@@ -184,3 +186,22 @@ def test_malformed_messages_are_refused_with_a_reason_and_the_shots_kept(listene
         assert shot.K[0, 0] > 0 and shot.K[1, 1] > 0
         R = np.asarray(shot.T_ref_source)[:3, :3]
         np.testing.assert_allclose(R @ R.T, np.eye(3), atol=1e-6)
+
+
+def test_refusals_are_logged_once_a_second_per_reason_and_none_goes_unnamed(listener, capfd):
+    """A 30 Hz stream of refused frames must not flood the log, and the last refusals of a
+    burst must still reach it (with how many there were) once their reason's second is over."""
+    from x23d_ros.ros.carm_listener import REJECT_LOG_PERIOD_S
+
+    capfd.readouterr()
+    for i in range(5):
+        listener._reject("bad_image", f"frame {i}")
+    listener._reject("stale_pose", "frame 5")
+    listener._flush_refusals()  # within the second: nothing more
+    lines = [x for x in capfd.readouterr().err.splitlines() if "shot refused" in x]
+    assert len(lines) == 2 and "frame 0" in lines[0] and "frame 5" in lines[1]
+    time.sleep(REJECT_LOG_PERIOD_S + 0.1)
+    listener._flush_refusals()
+    lines = [x for x in capfd.readouterr().err.splitlines() if "shot refused" in x]
+    assert len(lines) == 1 and "frame 4" in lines[0] and "(3 more for this reason" in lines[0]
+    assert listener.rejections["bad_image"] >= 5

@@ -103,44 +103,120 @@ def test_nearest_sample_waits_for_the_image_own_sample_and_says_none_once_the_st
     assert nearest_sample(samples, 1.1, 0.05, final=True) == ((1.20, "late"), "none")
 
 
+class FakeClock:
+    """The wall clock, moved by hand."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def test_waiting_images_are_bounded_when_no_stream_advances():
     """A driver that leaves every stamp at 0 and sends no camera info: without a bound every
-    frame of a 30 Hz stream would wait for ever (a megabyte each at 512²)."""
+    frame of a 30 Hz stream would wait for ever (a megabyte each at 512²). The newest stay."""
     m = StampMatcher(tolerance_s=0.05, need_pose=True, max_pending=8)
-    reasons = []
+    reasons, gone = [], []
     for i in range(100):
-        _, expired = m.add_image(0.0, f"frame {i}")
+        _, expired = m.add_image(0.0, i)
         reasons += [e.reason for e in expired]
+        gone += [e.image for e in expired]
     assert m.pending() == 8
-    assert reasons == ["sync_overflow"] * 92
+    assert reasons == ["sync_overflow"] * 92 and sorted(gone) == list(range(92))
+    # By default the bound is what the wait holds at 30 Hz, and some.
+    assert StampMatcher(0.05, True, wait_s=2.0).max_pending >= 2.05 * 30
+    assert StampMatcher(0.05, True, wait_s=10.0).max_pending >= 10.05 * 30
+
+
+def test_the_image_an_update_matches_is_not_dropped_by_the_bound():
+    m = StampMatcher(tolerance_s=0.05, need_pose=True, wait_s=1.0, max_pending=2)
+    m.add_info(0.98, "info")
+    m.add_pose(0.98, "pose")
+    assert m.add_image(1.0, "first") == ([], [])  # its streams have not passed it yet
+    m.add_image(1.5, "second")
+    matches, expired = m.add_image(2.1, "third")  # 1.1 s past "first": it takes what there is
+    assert [x.image for x in matches] == ["first"] and expired == []
+    assert m.pending() == 2
 
 
 def test_images_late_by_almost_the_wait_still_find_their_own_info_and_pose_at_30_hz():
     """Images that reach the listener 1.9 s after their camera info and pose (a busy
     process): each must leave with its own, although 57 newer ones of each came meanwhile."""
-    m = StampMatcher(tolerance_s=0.01, need_pose=True, wait_s=2.0)
-    matches = []
+    clock = FakeClock()
+    m = StampMatcher(tolerance_s=0.01, need_pose=True, wait_s=2.0, clock=clock)
+    matches, expired = [], []
     for i in range(300):
-        t = i / 30
-        m.add_info(t, f"info {i}")
-        m.add_pose(t, f"pose {i}")
+        clock.now = t = i / 30
+        for found, lost in (m.add_info(t, f"info {i}"), m.add_pose(t, f"pose {i}")):
+            matches += found
+            expired += lost
         late = i - 57  # the image stamped 1.9 s earlier arrives now
         if late >= 0:
-            found, expired = m.add_image(late / 30, f"image {late}")
-            assert expired == []
+            found, lost = m.add_image(late / 30, f"image {late}")
             matches += found
-    assert len(matches) == 243
+            expired += lost
+    assert expired == [] and len(matches) == 243
     assert all(x.info == x.image.replace("image", "info") for x in matches)
     assert all(x.pose == x.image.replace("image", "pose") for x in matches)
-    # What is kept covers the wait, not the whole stream.
-    assert len(m.infos) <= 2.0 * 30 + 2 and len(m.poses) <= 2.0 * 30 + 2
+    # What is kept covers the wait (and a second), not the whole stream.
+    assert len(m.infos) <= (2.0 + 0.01 + 1.0) * 30 + 2 and len(m.poses) == len(m.infos)
 
 
-def test_the_newest_sample_is_kept_however_old():
-    m = StampMatcher(tolerance_s=0.05, need_pose=True, wait_s=1.0)
+def test_an_image_later_than_the_wait_still_matches_its_kept_info_and_pose():
+    """Slow streams (5 Hz) and an image stamped 2.8 s before the newest stamp: it leaves at
+    once, with its own info and pose, as long as they are kept."""
+    clock = FakeClock()
+    m = StampMatcher(tolerance_s=0.05, need_pose=True, wait_s=2.0, clock=clock)
+    for i in range(30):
+        clock.now = t = i / 5
+        m.add_info(t, f"info {t:.1f}")
+        m.add_pose(t, f"pose {t:.1f}")
+    matches, expired = m.add_image(3.0, "late image")  # the newest stamp is 5.8
+    assert expired == [] and [(x.info, x.pose) for x in matches] == [("info 3.0", "pose 3.0")]
+
+
+def test_stamps_that_jump_back_do_not_wedge_the_matcher():
+    """A driver or a bag that restarts on another clock: within the keeping time the old
+    samples leave, and the new clock's images are matched with their own samples again."""
+    clock = FakeClock()
+    m = StampMatcher(tolerance_s=0.01, need_pose=True, wait_s=2.0, clock=clock)
+    matched = []
+
+    def frame(t: float, i: int) -> None:
+        m.add_info(t, f"info {i}")
+        m.add_pose(t, f"pose {i}")
+        found, _ = m.add_image(t, f"image {i}")
+        matched.extend((x.image, x.info, x.pose) for x in found)
+
+    for i in range(60):
+        clock.now = i / 30
+        frame(1000 + i / 30, i)
+    for i in range(60, 300):  # the stamps start again at 10 s
+        clock.now = i / 30
+        frame(10 + i / 30, i)
+    new_clock = [x for x in matched if int(x[0].split()[1]) >= 60]
+    assert all(
+        image.split()[1] == info.split()[1] == pose.split()[1] for image, info, pose in matched
+    )
+    assert len(new_clock) >= 240 - 4 * 30  # all but the keeping time's after the jump
+    assert m.newest < 100  # the old clock's stamps are gone
+
+
+def test_nearest_sample_breaks_ties_by_the_older_stamp_then_the_first_to_come():
+    samples = [(0.97, "first"), (0.97, "second"), (1.03, "after")]
+    assert nearest_sample(samples, 1.0, 0.05, final=True)[0] == (0.97, "first")
+    assert nearest_sample(samples, 0.95, 0.05, final=True)[0] == (0.97, "first")
+    assert nearest_sample(samples, 1.02, 0.05, final=True)[0] == (1.03, "after")
+
+
+def test_the_last_sample_to_come_is_kept_however_old():
+    clock = FakeClock()
+    m = StampMatcher(tolerance_s=0.05, need_pose=True, wait_s=1.0, clock=clock)
     m.add_pose(1.0, "the only pose")
+    clock.now = 100.0
     m.add_info(100.0, "info")
-    _, expired = m.add_image(100.0, "image")
+    m.add_image(100.0, "image")
     assert m.poses == [(1.0, "the only pose")]  # so an expiry can say how stale the pose is
     _, expired = m.add_info(102.0, "later info")
-    assert [e.reason for e in expired] == ["stale_pose"]
+    assert [e.reason for e in expired] == ["stale_pose"] and "-99.000 s" in expired[0].detail

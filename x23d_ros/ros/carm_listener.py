@@ -159,6 +159,7 @@ class CArmListener(Node):
         self.rejections: Counter[str] = Counter()
         self._unlogged: Counter[str] = Counter()  # refusals since their reason's last line
         self._logged_at: dict[str, float] = {}
+        self._last_detail: dict[str, str] = {}
         self.images_received = 0
         self.incompatible_qos: Counter[str] = Counter()
         self.checks = ShotChecks(self.p.min_view_separation_deg, self.p.max_pose_age_s)
@@ -198,6 +199,11 @@ class CArmListener(Node):
         else:
             self._init_tf()
         self._init_tf_wait()
+        self.create_timer(
+            REJECT_LOG_PERIOD_S,
+            self._flush_refusals,
+            clock=Clock(clock_type=ClockType.STEADY_TIME),
+        )
         self.create_service(Trigger, "/x23d/reconstruct", self._srv_reconstruct)
         self.create_service(Trigger, "/x23d/reset", self._srv_reset)
         if not why and len(self.session) >= self.p.views_required:
@@ -258,14 +264,25 @@ class CArmListener(Node):
 
     def _reject(self, reason: str, detail: str) -> None:
         self.rejections[reason] += 1
-        now = time.monotonic()
-        if now - self._logged_at.get(reason, -np.inf) < REJECT_LOG_PERIOD_S:
+        if time.monotonic() - self._logged_at.get(reason, -np.inf) < REJECT_LOG_PERIOD_S:
             self._unlogged[reason] += 1
+            self._last_detail[reason] = detail
             return
-        self._logged_at[reason] = now
+        self._log_refusal(reason, detail)
+
+    def _log_refusal(self, reason: str, detail: str) -> None:
+        self._logged_at[reason] = time.monotonic()
         more = self._unlogged.pop(reason, 0)
-        since = f" ({more} more refused for this reason since its last line)" if more else ""
+        since = f" ({more} more for this reason since its last line)" if more else ""
         self.get_logger().warning(f"shot refused ({reason}): {detail}{since}")
+
+    def _flush_refusals(self) -> None:
+        """The refusals a line did not name yet, once their reason's period is over (the last
+        of a burst would otherwise never be logged)."""
+        for reason in list(self._unlogged):
+            if time.monotonic() - self._logged_at[reason] >= REJECT_LOG_PERIOD_S:
+                self._unlogged[reason] -= 1  # the line names this one's detail itself
+                self._log_refusal(reason, self._last_detail.pop(reason))
 
     def _future(self, msg, kind: str) -> bool:
         """True (and refused) for a stamp more than MAX_FUTURE_S ahead of this node's clock:
