@@ -62,3 +62,43 @@ def test_an_older_sample_counts_only_once_the_link_has_passed_the_stamp_or_at_th
     # Unconnected frames and a link not seen yet may still come: not yet, not never.
     with pytest.raises(TfNotYetError):
         tree.lookup("patient_ref", "tracker", 10.0, final=False)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_samples_are_kept_by_the_wall_clock_so_stamps_that_jump_back_recover():
+    """A tracker (or a bag) restarts and its stamps jump back by an hour: the old samples,
+    stamped in the 'future', leave within keep_s of their arrival, after which the new stamps
+    answer as before; the last sample to arrive stays however old, and the count is bounded."""
+    from x23d_ros.ros.tf_reader import TfNotYetError
+
+    clock = FakeClock()
+    tree = TfTree(tolerance_s=0.05, keep_s=3.0, history=50, clock=clock)
+    old = _rigid(1)
+    for k in range(100):  # 100 Hz for 1 s at t = 3600 s
+        clock.now = 0.01 * k
+        tree.add("patient_ref", "carm_source", old, stamp=3600.0 + 0.01 * k)
+    assert len(tree.samples("carm_source")) == 50  # the count bound
+    # The restart: stamps near 10 s. Before keep_s has passed, a new image's stamp sees the
+    # old samples as "passed" and its own new sample answers once it has come.
+    new = _rigid(2)
+    clock.now = 1.5
+    tree.add("patient_ref", "carm_source", new, stamp=10.0)
+    np.testing.assert_allclose(
+        tree.lookup("patient_ref", "carm_source", 10.0, final=False), new, atol=1e-12
+    )
+    # Once keep_s has passed since the old samples came, only the newest arrival is left.
+    clock.now = 1.0 + 3.0 + 0.01
+    assert [s for s, _ in tree.samples("carm_source")] == [10.0]
+    # ... and with no sample at or after 10.02 s, the nearest may still change: not yet.
+    with pytest.raises(TfNotYetError, match="at or after"):
+        tree.lookup("patient_ref", "carm_source", 10.02, final=False)
+    # The last arrival stays however long the link is silent.
+    clock.now = 1e6
+    np.testing.assert_allclose(tree.lookup("patient_ref", "carm_source", 10.0), new)

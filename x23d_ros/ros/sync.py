@@ -88,7 +88,7 @@ def nearest_sample(
     return best, "match"
 
 
-class _Kept:
+class KeptSamples:
     """One stream's samples: sorted by stamp for the look-up, in arrival order for keeping."""
 
     def __init__(self) -> None:
@@ -136,7 +136,7 @@ class StampMatcher:
         self.keep_s = wait_s + tolerance_s + KEEP_MARGIN_S
         self.history, self.max_pending, self.clock = history, max_pending, clock
         self._images: list[tuple[float, Any, float]] = []  # (stamp, image, arrival)
-        self._infos, self._poses = _Kept(), _Kept()
+        self._infos, self._poses = KeptSamples(), KeptSamples()
 
     @property
     def infos(self) -> list[tuple[float, Any]]:

@@ -8,12 +8,18 @@ frame `source` in frame `target` at time `stamp`. It follows parent links throug
 from the sample nearest to `stamp`, within `tolerance_s`, once a sample at or after `stamp`
 has come (or when the caller says it waits no longer); unlike tf2 it does not interpolate,
 which suits C-arm poses (one per shot, stamped with the shot).
+
+What a dynamic link keeps is bounded as the stamp matcher's camera infos and poses are
+(`sync.KeptSamples`): by the wall clock (`keep_s` after a sample arrived; the last to arrive stays
+however old) and by count (`HISTORY`), not by stamp, so that stamps that jump back (a bag or a
+tracker that restarts) cannot leave newer-stamped old samples in the way for long: they leave
+within `keep_s` whatever their stamps.
 """
 
 from __future__ import annotations
 
-import bisect
-from collections import defaultdict
+import time
+from collections.abc import Callable
 
 import numpy as np
 from geometry_msgs.msg import TransformStamped
@@ -23,10 +29,11 @@ from scipy.spatial.transform import Rotation
 from tf2_msgs.msg import TFMessage
 
 from x23d_ros.ros.spine_publisher import TF_STATIC_QOS
-from x23d_ros.ros.sync import nearest_sample
+from x23d_ros.ros.sync import KEEP_MARGIN_S, KeptSamples, nearest_sample
 
 TF_QOS = QoSProfile(depth=100)  # tf2_ros.TransformListener's default for /tf
-HISTORY = 200  # samples kept per dynamic link
+#: Samples kept per dynamic link at most (a 300 Hz tracker over a 2 s wait needs 600).
+HISTORY = 1000
 
 
 def matrix_mm(t: TransformStamped) -> np.ndarray:
@@ -50,11 +57,33 @@ class TfNotYetError(LookupError):
 class TfTree:
     """Transforms by child frame: a parent each, a fixed transform (static) or timed samples."""
 
-    def __init__(self, tolerance_s: float) -> None:
+    def __init__(
+        self,
+        tolerance_s: float,
+        keep_s: float | None = None,
+        history: int = HISTORY,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """`keep_s`: how long (wall clock) a dynamic sample is kept after it arrived; by
+        default the tolerance and `sync.KEEP_MARGIN_S` plus 2 s (the listener passes its
+        `sync_wait_s` + tolerance + margin, as its stamp matcher keeps poses)."""
+        if history < 1:
+            raise ValueError(f"history must be ≥ 1, not {history}")
         self.tolerance_s = tolerance_s
+        self.keep_s = tolerance_s + KEEP_MARGIN_S + 2.0 if keep_s is None else keep_s
+        self.history, self.clock = history, clock
         self.parent: dict[str, str] = {}
         self.static: dict[str, np.ndarray] = {}
-        self.samples: dict[str, list[tuple[float, np.ndarray]]] = defaultdict(list)
+        self._dynamic: dict[str, KeptSamples] = {}
+
+    def samples(self, child: str) -> list[tuple[float, np.ndarray]]:
+        """The samples kept of `child`'s dynamic link, (stamp, T_parent_child) by stamp (those
+        past `keep_s` leave first; a link that stopped updating keeps its last sample only)."""
+        kept = self._dynamic.get(child)
+        if kept is None:
+            return []
+        kept.forget(self.clock() - self.keep_s, self.history)
+        return kept.sorted
 
     def add(self, parent: str, child: str, T_parent_child: np.ndarray, stamp: float | None) -> None:
         """A link; `stamp` None for a static one."""
@@ -62,9 +91,10 @@ class TfTree:
         if stamp is None:
             self.static[child] = T_parent_child
             return
-        samples = self.samples[child]
-        bisect.insort(samples, (stamp, T_parent_child), key=lambda sample: sample[0])
-        del samples[:-HISTORY]
+        now = self.clock()
+        kept = self._dynamic.setdefault(child, KeptSamples())
+        kept.add(stamp, T_parent_child, now)
+        kept.forget(now - self.keep_s, self.history)
 
     def _link(self, child: str, stamp: float, final: bool) -> np.ndarray:
         """child → parent at `stamp`, by the stamp matcher's rule (`sync.nearest_sample`):
@@ -73,7 +103,7 @@ class TfTree:
         within the tolerance and none nearer can come."""
         if child in self.static:
             return self.static[child]
-        best, verdict = nearest_sample(self.samples.get(child, []), stamp, self.tolerance_s, final)
+        best, verdict = nearest_sample(self.samples(child), stamp, self.tolerance_s, final)
         if best is None:
             raise TfNotYetError(f"no transform for frame {child!r}")
         link = f"{self.parent[child]} → {child}"
@@ -118,8 +148,8 @@ class TfTree:
 class TfReader(TfTree):
     """A TfTree fed by /tf and /tf_static."""
 
-    def __init__(self, node: Node, tolerance_s: float) -> None:
-        super().__init__(tolerance_s)
+    def __init__(self, node: Node, tolerance_s: float, keep_s: float | None = None) -> None:
+        super().__init__(tolerance_s, keep_s)
         self.bad = 0
         node.create_subscription(TFMessage, "/tf", self._on_tf, TF_QOS)
         node.create_subscription(TFMessage, "/tf_static", self._on_static, TF_STATIC_QOS)
