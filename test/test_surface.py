@@ -203,3 +203,20 @@ def test_the_padded_hull_holds_the_padding_where_normals_tilt(budget):
     depth = _inside_depth(v, f, vertices)
     assert depth.min() >= 2.0 - surface.COLLISION_TOLERANCE_MM, depth.min()
     assert np.median(depth) < 8.0  # a hull, not a balloon
+
+
+def test_a_hull_that_never_passes_its_check_becomes_the_padded_box(monkeypatch):
+    """With no growth attempt left after the first (`COLLISION_ATTEMPTS` 0), the spiked ball's
+    hull is grown once and not checked again: it is not returned unchecked but replaced by the
+    padded bounding box, which holds the padding by construction."""
+    monkeypatch.setattr(surface, "COLLISION_ATTEMPTS", 0)
+    points, affine = _grid(40)
+    probability = np.maximum(
+        _soft_ball(points, [0, 0, 0], 8.0), _soft_box(points, [0, -1, -1], [17, 1, 1])
+    )
+    vertices, faces = surface.mesh_from_probability(probability, affine)
+    faces = surface._wound_outwards(vertices, faces)
+    with pytest.warns(surface.CollisionBoxWarning, match="bounding box"):
+        v, f = surface.padded_hull(vertices, faces, 2.0)
+    assert len(v) == 8 and len(f) == 12
+    assert _inside_depth(v, f, vertices).min() >= 2.0 - 1e-6

@@ -230,14 +230,20 @@ class CollisionFallbackWarning(UserWarning):
     """A collision mesh fell back to a convex hull or a box (larger than needed)."""
 
 
+class CollisionBoxWarning(CollisionFallbackWarning):
+    """A collision mesh fell back to the padded bounding box."""
+
+
 def padded_hull(
     vertices: np.ndarray, faces: np.ndarray, padding_mm: float, max_triangles: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
     """The convex hull of the surface grown `padding_mm` along its normals, decimated to the
     budget and then grown along rays from its centre until every surface vertex lies at least
     `padding_mm` (less the tolerance) inside: a last resort, larger than needed (it fills
-    the canal and the gaps between processes), never smaller. Warns
-    (`CollisionFallbackWarning`) so that the caller can report it."""
+    the canal and the gaps between processes), never smaller. Every growth is checked; a
+    hull that still fails after `COLLISION_ATTEMPTS` growths gives way to the padded bounding
+    box (`CollisionBoxWarning`). Warns (`CollisionFallbackWarning`) so that the caller can
+    report it."""
     import warnings
 
     warnings.warn(
@@ -261,12 +267,19 @@ def padded_hull(
     # vertex nearer than the padding (1.5 mm of 2 was measured on a reconstructed L4); grown
     # out along rays from the centre until none is.
     directions = _unit(v - centre)
-    for _ in range(COLLISION_ATTEMPTS):
+    for _ in range(COLLISION_ATTEMPTS + 1):  # each growth checked, the last one too
         short = padding_mm - COLLISION_TOLERANCE_MM - float(_depth(v, f, vertices).min())
         if short <= 0:
-            break
+            return v, f
         v = v + (short + 0.25) * directions
-    return v, f
+    # Never seen: the box keeps every vertex the padding inside by construction.
+    warnings.warn(
+        f"collision mesh: the padded hull still holds a vertex {short:.2f} mm short of the "
+        "padding: padded bounding box instead",
+        CollisionBoxWarning,
+        stacklevel=2,
+    )
+    return padded_box(vertices, padding_mm)
 
 
 def _unit(vectors: np.ndarray) -> np.ndarray:

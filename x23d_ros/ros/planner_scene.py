@@ -33,7 +33,12 @@ from tf2_msgs.msg import TFMessage
 from x23d_ros.anatomy import LEVELS
 from x23d_ros.pipeline import Reconstruction
 from x23d_ros.ros.spine_messages import MM, frame_pose, header, mesh_message, meshes
-from x23d_ros.surface import CollisionFallbackWarning, collision_mesh, padded_box
+from x23d_ros.surface import (
+    CollisionBoxWarning,
+    CollisionFallbackWarning,
+    collision_mesh,
+    padded_box,
+)
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +117,9 @@ def level_collision_mesh(
         except Exception as error:  # qhull, marching cubes: many kinds
             log.warning("%s: collision mesh failed (%r): padded bounding box instead", name, error)
             return (*padded_box(np.asarray(v.vertices, float), padding_mm), "box")
+    if any(issubclass(w.category, CollisionBoxWarning) for w in caught):
+        log.warning("%s: collision mesh is the padded bounding box (larger than needed)", name)
+        return vertices, faces, "box"
     if any(issubclass(w.category, CollisionFallbackWarning) for w in caught):
         log.warning("%s: collision mesh is a padded convex hull (larger than needed)", name)
         return vertices, faces, "hull"
