@@ -450,6 +450,24 @@ def test_a_30_hz_fluoroscopy_stream_loses_no_frame_and_no_shot(ros_domain_id, tm
     assert sum(result.rejected.values()) == result.frames_sent - result.accepted_shots
     assert result.achieved_rate_hz > 20.0  # the sender's own pace, on a loaded machine
     assert result.rss_mb_end < result.rss_mb_start + 300.0, result
+    assert result.rss_series[0] == [0.0, result.rss_mb_start]
+    assert result.rss_series[-1][1] == result.rss_mb_end
+
+
+def test_the_load_run_reads_a_plateau_and_a_leak_from_its_rss_series():
+    """The slope over the second half of the run: ≈ 0 for memory that grew at the start and
+    then stayed, the leak's rate for memory that keeps growing."""
+    from x23d_ros.ros.load_check import LoadResult
+
+    def run(series):
+        return LoadResult(600.0, 30.0, 512, 0, 0, 0, 0, 0, 0, rss_series=series)
+
+    t = np.arange(0.0, 601.0, 10.0)
+    plateau = run([[s, 640.0 + 80.0 * min(s, 120.0) / 120.0] for s in t])
+    leak = run([[s, 640.0 + 5.0 * s / 60.0] for s in t])
+    assert abs(plateau.rss_slope_mb_per_min()) < 1e-9
+    assert abs(leak.rss_slope_mb_per_min() - 5.0) < 1e-9
+    assert np.isnan(run([[0.0, 640.0], [600.0, 700.0]]).rss_slope_mb_per_min())
 
 
 def test_a_crash_mid_reconstruction_resumes_the_same_shots_and_publishes_under_the_same_session(

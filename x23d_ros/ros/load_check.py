@@ -24,6 +24,9 @@ from x23d_ros.pipeline import MAX_SHOTS
 from x23d_ros.ros.processes import start_bringup, stop
 from x23d_ros.ros.transport_check import isolated_ros_env
 
+#: How often the process's RSS joins `LoadResult.rss_series` (s).
+RSS_EVERY_S = 10.0
+
 
 @dataclass
 class LoadResult:
@@ -43,6 +46,17 @@ class LoadResult:
     rss_mb_max: float = 0.0
     cpu_s: float = 0.0
     achieved_rate_hz: float = 0.0
+    #: [seconds since the stream started, RSS MB], every `RSS_EVERY_S` and at the end.
+    rss_series: list[list[float]] = field(default_factory=list)
+
+    def rss_slope_mb_per_min(self) -> float:
+        """RSS growth over the second half of the run (least squares, MB a minute): a
+        plateau reads ≈ 0, a leak stays positive however long the run."""
+        half = [(t, mb) for t, mb in self.rss_series if t >= self.seconds / 2]
+        if len(half) < 3:
+            return float("nan")
+        t, mb = np.array(half).T
+        return float(np.polyfit(t / 60.0, mb, 1)[0])
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -143,6 +157,7 @@ def stream(
         time.sleep(1.0)
         rss_start, cpu_start = _proc(process.pid)
         rss_max = rss_start
+        series = [[0.0, round(rss_start, 1)]]
         start = time.monotonic()
         n = int(seconds * rate_hz)
         for i in range(n):
@@ -167,12 +182,16 @@ def stream(
             info_pub.publish(info)
             image_pub.publish(image_to_msg(frame, stamp=stamp, frame_id="carm_source"))
             if i % int(rate_hz) == 0:
-                rss_max = max(rss_max, _proc(process.pid)[0])
+                rss = _proc(process.pid)[0]
+                rss_max = max(rss_max, rss)
+                if i and i % int(rate_hz * RSS_EVERY_S) == 0:
+                    series.append([round(time.monotonic() - start, 1), round(rss, 1)])
         elapsed = time.monotonic() - start
         expected = expected_accepted(angles, 5.0)
         spin(lambda: status().get("images_received") == str(n), 30)
         spin(lambda: status().get("state") in ("published", "collecting shots"), 120)
         rss_end, cpu_end = _proc(process.pid)
+        series.append([round(time.monotonic() - start, 1), round(rss_end, 1)])
         values = status()
     finally:
         stop(process)
@@ -200,4 +219,5 @@ def stream(
         rss_mb_max=round(max(rss_max, rss_end), 1),
         cpu_s=round(cpu_end - cpu_start, 1),
         achieved_rate_hz=round(n / elapsed, 2),
+        rss_series=series,
     )
