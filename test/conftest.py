@@ -46,3 +46,19 @@ def paired(tmp_path_factory):
         )
     )
     return out
+
+
+class FakeClock:
+    """The wall clock, moved by hand."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def fake_clock() -> FakeClock:
+    """A clock for code that takes one (`clock=`), at 0 s until a test sets `now`."""
+    return FakeClock()

@@ -103,16 +103,6 @@ def test_nearest_sample_waits_for_the_image_own_sample_and_says_none_once_the_st
     assert nearest_sample(samples, 1.1, 0.05, final=True) == ((1.20, "late"), "none")
 
 
-class FakeClock:
-    """The wall clock, moved by hand."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_waiting_images_are_bounded_when_no_stream_advances():
     """A driver that leaves every stamp at 0 and sends no camera info: without a bound every
     frame of a 30 Hz stream would wait for ever (a megabyte each at 512²). The newest stay."""
@@ -140,10 +130,10 @@ def test_the_image_an_update_matches_is_not_dropped_by_the_bound():
     assert m.pending() == 2
 
 
-def test_images_late_by_almost_the_wait_still_find_their_own_info_and_pose_at_30_hz():
+def test_images_late_by_almost_the_wait_still_find_their_own_info_and_pose_at_30_hz(fake_clock):
     """Images that reach the listener 1.9 s after their camera info and pose (a busy
     process): each must leave with its own, although 57 newer ones of each came meanwhile."""
-    clock = FakeClock()
+    clock = fake_clock
     m = StampMatcher(tolerance_s=0.01, need_pose=True, wait_s=2.0, clock=clock)
     matches, expired = [], []
     for i in range(300):
@@ -163,10 +153,10 @@ def test_images_late_by_almost_the_wait_still_find_their_own_info_and_pose_at_30
     assert len(m.infos) <= (2.0 + 0.01 + 1.0) * 30 + 2 and len(m.poses) == len(m.infos)
 
 
-def test_an_image_later_than_the_wait_still_matches_its_kept_info_and_pose():
+def test_an_image_later_than_the_wait_still_matches_its_kept_info_and_pose(fake_clock):
     """Slow streams (5 Hz) and an image stamped 2.8 s before the newest stamp: it leaves at
     once, with its own info and pose, as long as they are kept."""
-    clock = FakeClock()
+    clock = fake_clock
     m = StampMatcher(tolerance_s=0.05, need_pose=True, wait_s=2.0, clock=clock)
     for i in range(30):
         clock.now = t = i / 5
@@ -176,10 +166,10 @@ def test_an_image_later_than_the_wait_still_matches_its_kept_info_and_pose():
     assert expired == [] and [(x.info, x.pose) for x in matches] == [("info 3.0", "pose 3.0")]
 
 
-def test_stamps_that_jump_back_do_not_wedge_the_matcher():
+def test_stamps_that_jump_back_do_not_wedge_the_matcher(fake_clock):
     """A driver or a bag that restarts on another clock: within the keeping time the old
     samples leave, and the new clock's images are matched with their own samples again."""
-    clock = FakeClock()
+    clock = fake_clock
     m = StampMatcher(tolerance_s=0.01, need_pose=True, wait_s=2.0, clock=clock)
     matched = []
 
@@ -210,8 +200,8 @@ def test_nearest_sample_breaks_ties_by_the_older_stamp_then_the_first_to_come():
     assert nearest_sample(samples, 1.02, 0.05, final=True)[0] == (1.03, "after")
 
 
-def test_the_last_sample_to_come_is_kept_however_old():
-    clock = FakeClock()
+def test_the_last_sample_to_come_is_kept_however_old(fake_clock):
+    clock = fake_clock
     m = StampMatcher(tolerance_s=0.05, need_pose=True, wait_s=1.0, clock=clock)
     m.add_pose(1.0, "the only pose")
     clock.now = 100.0

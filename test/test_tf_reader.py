@@ -64,21 +64,13 @@ def test_an_older_sample_counts_only_once_the_link_has_passed_the_stamp_or_at_th
         tree.lookup("patient_ref", "tracker", 10.0, final=False)
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def test_samples_are_kept_by_the_wall_clock_so_stamps_that_jump_back_recover():
+def test_samples_are_kept_by_the_wall_clock_so_stamps_that_jump_back_recover(fake_clock):
     """A tracker (or a bag) restarts and its stamps jump back by an hour: the old samples,
     stamped in the 'future', leave within keep_s of their arrival, after which the new stamps
     answer as before; the last sample to arrive stays however old, and the count is bounded."""
     from x23d_ros.ros.tf_reader import TfNotYetError
 
-    clock = FakeClock()
+    clock = fake_clock
     tree = TfTree(tolerance_s=0.05, keep_s=3.0, history=50, clock=clock)
     old = _rigid(1)
     for k in range(100):  # 100 Hz for 1 s at t = 3600 s
