@@ -30,18 +30,21 @@ def main() -> None:
     args = parser.parse_args()
     run = stream(seconds=args.seconds, rate_hz=args.rate, size=args.size)
     result = run.as_dict()
-    result["rss_slope_mb_per_min_second_half"] = round(run.rss_slope_mb_per_min(), 2)
+    slope = run.rss_slope_mb_per_min()  # NaN for a run too short: null in the JSON
+    result["rss_slope_mb_per_min_second_half"] = None if slope != slope else round(slope, 2)
     result["host"] = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "load.json").write_text(json.dumps(result, indent=2))
     series = result.pop("rss_series")
     rows = "\n".join(f"| {k} | {v} |" for k, v in result.items())
     every = max(1, len(series) // 12)  # about a dozen rows
-    trace = "\n".join(f"| {t:.0f} | {mb:.1f} |" for t, mb in series[::every] + series[-1:])
+    shown = series[::every] + ([] if (len(series) - 1) % every == 0 else series[-1:])
+    trace = "\n".join(f"| {t:.0f} | {mb:.1f} |" for t, mb in shown)
     (RESULTS / "load.md").write_text(
         f"# Load: {args.rate:g} Hz of {args.size}² frames for {args.seconds:g} s\n\n"
         f"`lost` (accepted shots lost) must be 0.\n\n| | value |\n|---|---:|\n{rows}\n\n"
-        f"## RSS over the run\n\n| s | RSS MB |\n|---:|---:|\n{trace}\n"
+        "## RSS over the run (the last row after the last reconstruction)\n\n"
+        f"| s | RSS MB |\n|---:|---:|\n{trace}\n"
     )
     print((RESULTS / "load.md").read_text())
 

@@ -442,7 +442,14 @@ def test_a_30_hz_fluoroscopy_stream_loses_no_frame_and_no_shot(ros_domain_id, tm
     too_many), and the process's memory stays bounded. bench/load.py runs 10 minutes."""
     from x23d_ros.ros.load_check import stream
 
-    result = stream(seconds=8.0, rate_hz=30.0, size=256, domain_id=ros_domain_id, workdir=tmp_path)
+    result = stream(
+        seconds=8.0,
+        rate_hz=30.0,
+        size=256,
+        domain_id=ros_domain_id,
+        workdir=tmp_path,
+        rss_every_s=2.0,
+    )
     print(result.as_dict())
     assert result.lost_frames == 0 and result.lost == 0, result
     assert result.accepted_shots == result.expected_shots >= 5
@@ -452,6 +459,8 @@ def test_a_30_hz_fluoroscopy_stream_loses_no_frame_and_no_shot(ros_domain_id, tm
     assert result.rss_mb_end < result.rss_mb_start + 300.0, result
     assert result.rss_series[0] == [0.0, result.rss_mb_start]
     assert result.rss_series[-1][1] == result.rss_mb_end
+    during = [t for t, _ in result.rss_series[1:-1]]  # every 2 s while streaming
+    assert len(during) >= 3 and np.all(np.diff(during) < 3.0), during
 
 
 def test_the_load_run_reads_a_plateau_and_a_leak_from_its_rss_series():
@@ -468,6 +477,9 @@ def test_the_load_run_reads_a_plateau_and_a_leak_from_its_rss_series():
     assert abs(plateau.rss_slope_mb_per_min()) < 1e-9
     assert abs(leak.rss_slope_mb_per_min() - 5.0) < 1e-9
     assert np.isnan(run([[0.0, 640.0], [600.0, 700.0]]).rss_slope_mb_per_min())
+    # The end point comes after the last reconstruction, past the stream: not in the slope.
+    after = run([[s, 700.0] for s in t] + [[700.0, 900.0]])
+    assert abs(after.rss_slope_mb_per_min()) < 1e-9
 
 
 def test_a_crash_mid_reconstruction_resumes_the_same_shots_and_publishes_under_the_same_session(

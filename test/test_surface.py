@@ -220,3 +220,24 @@ def test_a_hull_that_never_passes_its_check_becomes_the_padded_box(monkeypatch):
         v, f = surface.padded_hull(vertices, faces, 2.0)
     assert len(v) == 8 and len(f) == 12
     assert _inside_depth(v, f, vertices).min() >= 2.0 - 1e-6
+
+
+def test_a_hull_that_passes_its_check_after_one_growth_is_returned():
+    """The spiked ball's hull fails its first check (1.66 mm of 2) and passes after one growth
+    along rays: with one attempt it is returned as the hull, checked, not the box."""
+    import warnings
+
+    points, affine = _grid(40)
+    probability = np.maximum(
+        _soft_ball(points, [0, 0, 0], 8.0), _soft_box(points, [0, -1, -1], [17, 1, 1])
+    )
+    vertices, faces = surface.mesh_from_probability(probability, affine)
+    faces = surface._wound_outwards(vertices, faces)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(surface, "COLLISION_ATTEMPTS", 1)
+            v, f = surface.padded_hull(vertices, faces, 2.0)
+    assert not any(issubclass(w.category, surface.CollisionBoxWarning) for w in caught)
+    assert len(v) > 8
+    assert _inside_depth(v, f, vertices).min() >= 2.0 - surface.COLLISION_TOLERANCE_MM

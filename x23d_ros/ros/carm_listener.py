@@ -39,7 +39,7 @@ from x23d_ros.distortion import DewarpMap, DistortionError, undistort
 from x23d_ros.pipeline import MIN_SHOTS, Shot, ShotSet
 from x23d_ros.ros.image_conversion import FULL_SCALE, ImageMessageError, image_from_msg
 from x23d_ros.ros.parameters import Param, declare
-from x23d_ros.ros.sync import KEEP_MARGIN_S, Match, StampMatcher
+from x23d_ros.ros.sync import Match, StampMatcher
 from x23d_ros.session import ShotChecks, ShotRejectedError, ShotSession, check_shot
 
 PARAMS = (
@@ -244,9 +244,10 @@ class CArmListener(Node):
             from x23d_ros.ros.tf_reader import TfReader
 
             self.tf_buffer = None
-            # A sample is kept as long as an image may wait for it, and a margin (as the
-            # stamp matcher keeps its poses).
-            keep_s = self.p.sync_wait_s + self.p.max_pose_age_s + KEEP_MARGIN_S
+            # A sample is kept as long as an image may wait for it, and a margin: in the
+            # stamp matcher for its camera info (up to its keep_s), then for its transform
+            # (sync_wait_s from the matcher's release, `_tf_waiting`).
+            keep_s = self.matcher.keep_s + self.p.sync_wait_s + self.p.max_pose_age_s
             self.tf_reader = TfReader(self, self.p.max_pose_age_s, keep_s)
             self.get_logger().info(
                 "tf2_ros not installed: poses from /tf and /tf_static (TfReader)"

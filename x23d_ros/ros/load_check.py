@@ -46,13 +46,15 @@ class LoadResult:
     rss_mb_max: float = 0.0
     cpu_s: float = 0.0
     achieved_rate_hz: float = 0.0
-    #: [seconds since the stream started, RSS MB], every `RSS_EVERY_S` and at the end.
+    #: [seconds since the stream started, RSS MB], every `rss_every_s` while it streams and
+    #: once more at the end (after the last reconstruction).
     rss_series: list[list[float]] = field(default_factory=list)
 
     def rss_slope_mb_per_min(self) -> float:
-        """RSS growth over the second half of the run (least squares, MB a minute): a
-        plateau reads ≈ 0, a leak stays positive however long the run."""
-        half = [(t, mb) for t, mb in self.rss_series if t >= self.seconds / 2]
+        """RSS growth over the second half of the stream (least squares, MB a minute; the
+        end point, taken after the last reconstruction, left out): a plateau reads ≈ 0, a
+        leak stays positive however long the run. NaN with fewer than 3 points there."""
+        half = [(t, mb) for t, mb in self.rss_series if self.seconds / 2 <= t <= self.seconds]
         if len(half) < 3:
             return float("nan")
         t, mb = np.array(half).T
@@ -103,6 +105,7 @@ def stream(
     deg_per_s: float = 6.0,
     domain_id: int | None = None,
     workdir: Path | None = None,
+    rss_every_s: float = RSS_EVERY_S,
 ) -> LoadResult:
     import rclpy
     from builtin_interfaces.msg import Time
@@ -159,6 +162,7 @@ def stream(
         rss_max = rss_start
         series = [[0.0, round(rss_start, 1)]]
         start = time.monotonic()
+        next_rss = start + rss_every_s
         n = int(seconds * rate_hz)
         for i in range(n):
             due = start + i / rate_hz
@@ -181,11 +185,11 @@ def stream(
             pose_pub.publish(pose)
             info_pub.publish(info)
             image_pub.publish(image_to_msg(frame, stamp=stamp, frame_id="carm_source"))
-            if i % int(rate_hz) == 0:
+            if time.monotonic() >= next_rss:  # by the clock: any rate, below 1 Hz too
+                next_rss += rss_every_s
                 rss = _proc(process.pid)[0]
                 rss_max = max(rss_max, rss)
-                if i and i % int(rate_hz * RSS_EVERY_S) == 0:
-                    series.append([round(time.monotonic() - start, 1), round(rss, 1)])
+                series.append([round(time.monotonic() - start, 1), round(rss, 1)])
         elapsed = time.monotonic() - start
         expected = expected_accepted(angles, 5.0)
         spin(lambda: status().get("images_received") == str(n), 30)

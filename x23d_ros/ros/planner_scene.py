@@ -107,9 +107,10 @@ def level_collision_mesh(
     name: str, v, padding_mm: float, max_triangles: int
 ) -> tuple[np.ndarray, np.ndarray, str]:
     """`collision_mesh` of one level's surface, and "" or the fallback taken: "hull" (the
-    level set failed its check) or "box" (the mesh could not be made at all: a degenerate or
-    open surface; the padded bounding box instead). Logged: a collision object larger than
-    needed beats none, and one level must not keep the others from being published."""
+    level set failed its check) or "box" (the padded bounding box: the mesh could not be made
+    at all, a degenerate or open surface, or the padded hull failed its check too). Logged: a
+    collision object larger than needed beats none, and one level must not keep the others
+    from being published."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", CollisionFallbackWarning)
         try:

@@ -32,8 +32,9 @@ from x23d_ros.ros.spine_publisher import TF_STATIC_QOS
 from x23d_ros.ros.sync import KEEP_MARGIN_S, KeptSamples, nearest_sample
 
 TF_QOS = QoSProfile(depth=100)  # tf2_ros.TransformListener's default for /tf
-#: Samples kept per dynamic link at most (a 300 Hz tracker over a 2 s wait needs 600).
-HISTORY = 1000
+#: Samples kept per dynamic link at most: 10 s of a 1 kHz tracker (the listener keeps
+#: samples 5.6 s with its defaults; a sample is about 0.3 kB).
+HISTORY = 10_000
 
 
 def matrix_mm(t: TransformStamped) -> np.ndarray:
@@ -65,12 +66,13 @@ class TfTree:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """`keep_s`: how long (wall clock) a dynamic sample is kept after it arrived; by
-        default the tolerance and `sync.KEEP_MARGIN_S` plus 2 s (the listener passes its
-        `sync_wait_s` + tolerance + margin, as its stamp matcher keeps poses)."""
+        default two 2 s waits, the tolerance and `sync.KEEP_MARGIN_S` (the listener passes
+        what its own waits add up to: the stamp matcher's keep_s, then `sync_wait_s` for the
+        transform, and the tolerance)."""
         if history < 1:
             raise ValueError(f"history must be ≥ 1, not {history}")
         self.tolerance_s = tolerance_s
-        self.keep_s = tolerance_s + KEEP_MARGIN_S + 2.0 if keep_s is None else keep_s
+        self.keep_s = 4.0 + tolerance_s + KEEP_MARGIN_S if keep_s is None else keep_s
         self.history, self.clock = history, clock
         self.parent: dict[str, str] = {}
         self.static: dict[str, np.ndarray] = {}
