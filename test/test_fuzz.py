@@ -35,6 +35,7 @@ KNOWN = set(REASONS) | {
     "missing_camera_info",
     "missing_pose",
     "sync_overflow",
+    "before_reset",
 }
 
 
@@ -205,3 +206,39 @@ def test_refusals_are_logged_once_a_second_per_reason_and_none_goes_unnamed(list
     lines = [x for x in capfd.readouterr().err.splitlines() if "shot refused" in x]
     assert len(lines) == 1 and "frame 4" in lines[0] and "(3 more for this reason" in lines[0]
     assert listener.rejections["bad_image"] >= 5
+
+
+def _send_shot(node, stamp: Time, angle: float, seed: int) -> None:
+    image = np.random.default_rng(seed).random((SIZE, SIZE)).astype(np.float32)
+    node._on_pose(_pose(_T(angle), stamp))
+    node._on_info(_info(stamp))
+    node._on_image(image_to_msg(image, stamp=stamp, frame_id="carm_source"))
+
+
+def test_an_image_in_transit_at_a_reset_is_refused_and_later_ones_join_the_new_session(
+    listener, monkeypatch
+):
+    """#23: an image acquired before `/x23d/reset` but received after it (in transit on DDS)
+    belongs to the previous patient. Its stamp, moved into the node's clock by the arrival lag
+    of the images before the reset (here the stamps run ~1.7e9 s behind the wall clock, as an
+    unsynchronised C-arm's might), lies before the reset: refused as `before_reset`. An image
+    acquired after the reset joins the new session; and the check lasts RESET_TRANSIT_S only,
+    so a driver whose clock jumps back cannot lose more than that."""
+    from std_srvs.srv import Trigger
+
+    from x23d_ros.ros import carm_listener
+
+    t0 = time.time()  # after the fixture's two shots (stamps 10 s, 11 s) have arrived
+    old = listener.session.folder
+    assert listener._srv_reset(Trigger.Request(), Trigger.Response()).success
+    assert listener.session.folder != old and len(listener.session) == 0
+    _send_shot(listener, Time(sec=10, nanosec=500_000_000), 45.0, 3)  # between the old two
+    assert listener.rejections["before_reset"] == 1 and len(listener.session) == 0
+    # Acquired after the reset: later than the last old shot by more than the time since.
+    later = 11.0 + (time.time() - t0) + 1.0
+    _send_shot(listener, Time(sec=int(later), nanosec=int(later % 1 * 1e9)), 45.0, 4)
+    assert len(listener.session) == 1 and listener.rejections["before_reset"] == 1
+    # Past RESET_TRANSIT_S, an old stamp is no longer taken for one in transit.
+    monkeypatch.setattr(carm_listener, "RESET_TRANSIT_S", 0.0)
+    _send_shot(listener, Time(sec=10, nanosec=800_000_000), 100.0, 5)
+    assert len(listener.session) == 2 and listener.rejections["before_reset"] == 1

@@ -87,10 +87,10 @@ def _start(env, tmp_path, log, **params):
     )
 
 
-def _send_three(probe, case) -> None:
+def _send_three(probe, case, first_stamp_s: int = 300) -> None:
     probe.wait_for_listener()
     for i in range(3):
-        probe.send(case, i, 300 + i)
+        probe.send(case, i, first_stamp_s + i)
 
 
 def test_a_late_volatile_planner_gets_every_vertebra_and_reset_removes_them(
@@ -187,7 +187,9 @@ def test_a_late_volatile_planner_gets_every_vertebra_and_reset_removes_them(
 
         # A clean shutdown (Ctrl-C) removes the objects from a planner that is listening.
         published = len([c for c in probe.clouds if len(c.data)])
-        _send_three(probe, case)
+        # The new session's shots are acquired after the reset: later stamps (the same stamps
+        # would be taken for the old session's, in transit at the reset: `before_reset`).
+        _send_three(probe, case, first_stamp_s=400)
         assert probe.spin_until(
             lambda: len([c for c in probe.clouds if len(c.data)]) > published, 180
         )

@@ -20,7 +20,7 @@ logged with both profiles and counted per topic (`incompatible_qos`, in diagnost
 from __future__ import annotations
 
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -106,6 +106,13 @@ PARAMS = (
 #: The furthest a message's stamp may lie ahead of this node's clock (a C-arm and a tracker
 #: synchronised by NTP or PTP differ by milliseconds).
 MAX_FUTURE_S = 5.0
+#: After a reset, how long images acquired before it may still arrive (in transit on DDS: a
+#: 2 MB frame takes milliseconds on a LAN, retransmissions some hundreds): refused as
+#: `before_reset`. Bounded so that a driver whose clock jumps cannot have images refused for
+#: longer than this.
+RESET_TRANSIT_S = 2.0
+#: Images whose arrival lag (this node's clock − stamp) estimates the clock offset.
+LAG_WINDOW = 30
 
 
 def pose_to_matrix(msg: PoseStamped) -> np.ndarray:
@@ -161,6 +168,11 @@ class CArmListener(Node):
         self._logged_at: dict[str, float] = {}
         self._last_detail: dict[str, str] = {}
         self.images_received = 0
+        # Arrival lag of the last images (this node's clock − stamp, s): its minimum is the
+        # C-arm's clock offset plus the shortest transit, whatever the clocks' agreement.
+        self._lags: deque[float] = deque(maxlen=LAG_WINDOW)
+        self._reset_at: float | None = None  # this node's clock at the last reset
+        self._reset_lag = 0.0  # the smallest lag before it
         self.incompatible_qos: Counter[str] = Counter()
         self.checks = ShotChecks(self.p.min_view_separation_deg, self.p.max_pose_age_s)
         root = Path(self.p.session_dir).expanduser()
@@ -302,6 +314,10 @@ class CArmListener(Node):
         self.images_received += 1
         if self._future(msg, "image"):
             return
+        now = self.get_clock().now().nanoseconds * 1e-9
+        self._lags.append(now - _stamp(msg))
+        if self._before_reset(_stamp(msg), now):
+            return
         try:
             image = image_from_msg(msg)
         except ImageMessageError as error:
@@ -312,6 +328,25 @@ class CArmListener(Node):
             image /= self.p.white_level or FULL_SCALE[msg.encoding]  # display values in [0, 1]
         # The header alone travels with the image (the raw message would double what waits).
         self._handle(*self.matcher.add_image(_stamp(msg), (image, msg.header)))
+
+    def _before_reset(self, stamp: float, now: float) -> bool:
+        """True (and refused) for an image acquired before the last reset that arrives after
+        it (in transit then): it belongs to the previous patient. Acquired before: its stamp,
+        moved into this node's clock by the smallest arrival lag seen before the reset, lies
+        before the reset; an image acquired after it cannot (its own lag is at least that
+        offset). Checked for `RESET_TRANSIT_S` after the reset only."""
+        if self._reset_at is None or now - self._reset_at > RESET_TRANSIT_S:
+            return False
+        early = self._reset_at - (stamp + self._reset_lag)
+        if early <= 0:
+            return False
+        self._reject(
+            "before_reset",
+            f"image stamped {stamp:.3f} s, acquired {early:.3f} s before the reset (by the "
+            "C-arm's clock offset from this computer's, as its last images arrived): it "
+            "belongs to the previous session",
+        )
+        return True
 
     def _on_info(self, msg: CameraInfo) -> None:
         if self._future(msg, "camera info"):
@@ -464,6 +499,10 @@ class CArmListener(Node):
         # to the old patient: dropped, not added to the new session.
         dropped = self.matcher.drop_images() + len(self._tf_waiting)
         self._tf_waiting = []
+        # Those still in transit are refused as they arrive (`_before_reset`).
+        if self._lags:
+            self._reset_at = self.get_clock().now().nanoseconds * 1e-9
+            self._reset_lag = min(self._lags)
         if dropped:
             self.get_logger().info(f"reset: {dropped} images still waiting were dropped")
         try:  # first: from here on nothing of the old session is published
