@@ -170,9 +170,8 @@ def stream(
                 executor.spin_once(timeout_sec=max(0.0, min(0.005, due - time.monotonic())))
             angle = deg_per_s * i / rate_hz
             angles.append(angle)
-            stamp = Time(
-                sec=1000 + i // int(rate_hz), nanosec=int((i % int(rate_hz)) * 1e9 / rate_hz)
-            )
+            nanoseconds = round(i * 1e9 / rate_hz)  # frame i at i / rate_hz, any rate
+            stamp = Time(sec=1000 + nanoseconds // 10**9, nanosec=nanoseconds % 10**9)
             T = _pose(angle)
             pose = PoseStamped()
             pose.header.frame_id, pose.header.stamp = "patient_ref", stamp
