@@ -66,3 +66,35 @@ def test_a_level_whose_collision_mesh_cannot_be_made_gets_its_padded_box_and_say
     assert fallback == "box" and len(faces) == 12
     np.testing.assert_allclose(vertices.min(0), [-2.0, -2.0, -2.0])
     np.testing.assert_allclose(vertices.max(0), [12.0, 12.0, 2.0])
+
+
+def test_a_level_set_that_fails_its_check_is_reported_as_the_hull_without_a_warning(
+    monkeypatch,
+):
+    """When every level set fails its check (here: a level set that is a small tetrahedron
+    inside the surface), the level's collision object is the padded hull, reported as "hull",
+    and no Python warning leaves (warnings are process-global: the planner scene does not
+    catch them to classify a fallback any more)."""
+    import warnings
+    from types import SimpleNamespace
+
+    from skimage import measure
+
+    from x23d_ros import surface
+    from x23d_ros.ros.planner_scene import level_collision_mesh
+
+    axis = np.arange(-15.0, 15.5, 1.0)
+    points = np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), -1)
+    ball = np.linalg.norm(points, axis=-1)
+    verts, faces, _, _ = measure.marching_cubes(ball, 10.0)
+    sphere = SimpleNamespace(vertices=verts - 15.0, faces=faces)
+    tetra = (
+        np.array([[1.0, 0, 0], [0, 1, 0], [0, 0, 1], [0, 0, 0]]),
+        np.array([[0, 1, 2], [0, 3, 1], [0, 2, 3], [1, 3, 2]]),
+    )
+    monkeypatch.setattr(surface._DistanceField, "level_set", lambda self, offset: tetra)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        vertices, faces, fallback = level_collision_mesh("L3", sphere, 2.0, 2000)
+    assert fallback == "hull" and len(faces) > 12
+    assert np.linalg.norm(vertices, axis=1).min() >= 10.0 + 2.0 - 0.5

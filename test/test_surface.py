@@ -241,3 +241,24 @@ def test_a_hull_that_passes_its_check_after_one_growth_is_returned():
     assert not any(issubclass(w.category, surface.CollisionBoxWarning) for w in caught)
     assert len(v) > 8
     assert _inside_depth(v, f, vertices).min() >= 2.0 - surface.COLLISION_TOLERANCE_MM
+
+
+def test_the_fallback_is_returned_not_warned_for_callers_that_report_it(monkeypatch):
+    """`collision_mesh_and_fallback` says which fallback it took without a warning (a thread
+    that catches warnings to classify them can swallow another's): none for a ball, the box
+    for the spiked ball's hull with no growth left."""
+    import warnings
+
+    points, affine = _grid(40)
+    ball = _soft_ball(points, [0, 0, 0], 8.0)
+    spiked = np.maximum(ball, _soft_box(points, [0, -1, -1], [17, 1, 1]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        vertices, faces = surface.mesh_from_probability(ball, affine)
+        v, f, fallback = surface.collision_mesh_and_fallback(vertices, faces, 2.0, 500)
+        assert fallback is None and len(f) <= 500
+        monkeypatch.setattr(surface, "COLLISION_ATTEMPTS", 0)
+        vertices, faces = surface.mesh_from_probability(spiked, affine)
+        faces = surface._wound_outwards(vertices, faces)
+        v, f, fallback = surface._padded_hull(vertices, faces, 2.0)
+    assert fallback.kind == "box" and "bounding box" in fallback.detail and len(v) == 8

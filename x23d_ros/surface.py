@@ -19,6 +19,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from scipy import ndimage, sparse
 from skimage import measure
@@ -208,12 +210,23 @@ def collision_mesh(
     `CollisionFallbackWarning`). So the margin is at least the
     padding (less the tolerance) at every surface vertex, about 1 mm more in the median.
     Padding 0: the surface decimated, which may cut corners by a fraction of a millimetre."""
+    v, f, fallback = collision_mesh_and_fallback(vertices, faces, padding_mm, max_triangles)
+    _warn_fallback(fallback)
+    return v, f
+
+
+def collision_mesh_and_fallback(
+    vertices: np.ndarray, faces: np.ndarray, padding_mm: float = 2.0, max_triangles: int = 2000
+) -> tuple[np.ndarray, np.ndarray, Fallback | None]:
+    """`collision_mesh` without warnings: the mesh and the fallback taken (None: the level
+    set), for callers that report it themselves (warnings are process-global, so catching them
+    to classify a fallback can swallow another thread's)."""
     if padding_mm < 0:
         raise ValueError(f"padding_mm must be ≥ 0, not {padding_mm}")
     vertices = np.asarray(vertices, np.float64)
     faces = _wound_outwards(vertices, np.asarray(faces, np.int64))
     if padding_mm == 0:
-        return _decimated(vertices, faces, max_triangles)
+        return (*_decimated(vertices, faces, max_triangles), None)
     if not _closed(faces):
         raise SurfaceError("the surface is not closed: it has no inside to grow outwards")
     first, step = COLLISION_EXTRA_MM
@@ -222,8 +235,25 @@ def collision_mesh(
     for offset in offsets:
         v, f = _decimated(*field.level_set(offset), max_triangles)
         if len(f) and _depth(v, f, vertices).min() >= padding_mm - COLLISION_TOLERANCE_MM:
-            return v, f
-    return padded_hull(vertices, faces, padding_mm + step, max_triangles)
+            return v, f, None
+    return _padded_hull(vertices, faces, padding_mm + step, max_triangles)
+
+
+@dataclass(frozen=True)
+class Fallback:
+    """A collision mesh larger than needed: "hull" (the padded convex hull) or "box" (the
+    padded bounding box), and why."""
+
+    kind: str
+    detail: str
+
+
+def _warn_fallback(fallback: Fallback | None) -> None:
+    import warnings
+
+    if fallback is not None:
+        category = CollisionBoxWarning if fallback.kind == "box" else CollisionFallbackWarning
+        warnings.warn(f"collision mesh: {fallback.detail}", category, stacklevel=3)
 
 
 class CollisionFallbackWarning(UserWarning):
@@ -244,14 +274,15 @@ def padded_hull(
     hull that still fails after `COLLISION_ATTEMPTS` growths gives way to the padded bounding
     box (`CollisionBoxWarning`). Warns (`CollisionFallbackWarning`) so that the caller can
     report it."""
-    import warnings
+    v, f, fallback = _padded_hull(vertices, faces, padding_mm, max_triangles)
+    _warn_fallback(fallback)
+    return v, f
 
-    warnings.warn(
-        f"collision mesh: convex hull padded by {padding_mm:.2f} mm (the level set failed "
-        "its check)",
-        CollisionFallbackWarning,
-        stacklevel=2,
-    )
+
+def _padded_hull(
+    vertices: np.ndarray, faces: np.ndarray, padding_mm: float, max_triangles: int = 0
+) -> tuple[np.ndarray, np.ndarray, Fallback]:
+    """`padded_hull` without warnings: the mesh and which fallback it is."""
     mesh = _o3d_mesh(vertices, faces)
     mesh.compute_vertex_normals()  # area-weighted, outwards (`faces` wound outwards)
     grown = vertices + padding_mm * np.asarray(mesh.vertex_normals)
@@ -270,16 +301,15 @@ def padded_hull(
     for _ in range(COLLISION_ATTEMPTS + 1):  # each growth checked, the last one too
         short = padding_mm - COLLISION_TOLERANCE_MM - float(_depth(v, f, vertices).min())
         if short <= 0:
-            return v, f
+            detail = f"convex hull padded by {padding_mm:.2f} mm (the level set failed its check)"
+            return v, f, Fallback("hull", detail)
         v = v + (short + 0.25) * directions
     # Never seen: the box keeps every vertex the padding inside by construction.
-    warnings.warn(
-        f"collision mesh: the padded hull still holds a vertex {short:.2f} mm short of the "
-        "padding: padded bounding box instead",
-        CollisionBoxWarning,
-        stacklevel=2,
+    detail = (
+        f"the padded hull still holds a vertex {short:.2f} mm short of the padding: padded "
+        "bounding box instead"
     )
-    return padded_box(vertices, padding_mm)
+    return (*padded_box(vertices, padding_mm), Fallback("box", detail))
 
 
 def _unit(vectors: np.ndarray) -> np.ndarray:

@@ -19,7 +19,6 @@ no pedicle entry points or axes.
 from __future__ import annotations
 
 import logging
-import warnings
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -33,12 +32,7 @@ from tf2_msgs.msg import TFMessage
 from x23d_ros.anatomy import LEVELS
 from x23d_ros.pipeline import Reconstruction
 from x23d_ros.ros.spine_messages import MM, frame_pose, header, mesh_message, meshes
-from x23d_ros.surface import (
-    CollisionBoxWarning,
-    CollisionFallbackWarning,
-    collision_mesh,
-    padded_box,
-)
+from x23d_ros.surface import collision_mesh_and_fallback, padded_box
 
 log = logging.getLogger(__name__)
 
@@ -111,20 +105,17 @@ def level_collision_mesh(
     at all, a degenerate or open surface, or the padded hull failed its check too). Logged: a
     collision object larger than needed beats none, and one level must not keep the others
     from being published."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", CollisionFallbackWarning)
-        try:
-            vertices, faces = collision_mesh(v.vertices, v.faces, padding_mm, max_triangles)
-        except Exception as error:  # qhull, marching cubes: many kinds
-            log.warning("%s: collision mesh failed (%r): padded bounding box instead", name, error)
-            return (*padded_box(np.asarray(v.vertices, float), padding_mm), "box")
-    if any(issubclass(w.category, CollisionBoxWarning) for w in caught):
-        log.warning("%s: collision mesh is the padded bounding box (larger than needed)", name)
-        return vertices, faces, "box"
-    if any(issubclass(w.category, CollisionFallbackWarning) for w in caught):
-        log.warning("%s: collision mesh is a padded convex hull (larger than needed)", name)
-        return vertices, faces, "hull"
-    return vertices, faces, ""
+    try:
+        vertices, faces, fallback = collision_mesh_and_fallback(
+            v.vertices, v.faces, padding_mm, max_triangles
+        )
+    except Exception as error:  # qhull, marching cubes: many kinds
+        log.warning("%s: collision mesh failed (%r): padded bounding box instead", name, error)
+        return (*padded_box(np.asarray(v.vertices, float), padding_mm), "box")
+    if fallback is None:
+        return vertices, faces, ""
+    log.warning("%s: %s (larger than needed)", name, fallback.detail)
+    return vertices, faces, fallback.kind
 
 
 def removals(ids: Iterable[str], frame_id: str, stamp: Time) -> list[CollisionObject]:
