@@ -192,6 +192,14 @@ def stream(
         elapsed = time.monotonic() - start
         expected = expected_accepted(angles, 5.0)
         spin(lambda: status().get("images_received") == str(n), 30)
+
+        def accounted() -> bool:  # every frame received is a shot or a refusal by now
+            values = status()
+            refused = sum(int(v) for k, v in values.items() if k.startswith("rejected."))
+            return int(values.get("shots_collected", 0)) + refused >= n
+
+        # The last frames may still wait for their camera info or pose (sync_wait_s at most).
+        spin(accounted, 15)
         spin(lambda: status().get("state") in ("published", "collecting shots"), 120)
         rss_end, cpu_end = _proc(process.pid)
         series.append([round(time.monotonic() - start, 1), round(rss_end, 1)])
