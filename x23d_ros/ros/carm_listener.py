@@ -314,9 +314,9 @@ class CArmListener(Node):
         self.images_received += 1
         if self._future(msg, "image"):
             return
-        now = self.get_clock().now().nanoseconds * 1e-9
-        self._lags.append(now - _stamp(msg))
-        if self._before_reset(_stamp(msg), now):
+        stamp, now = _stamp(msg), self.get_clock().now().nanoseconds * 1e-9
+        self._lags.append(now - stamp)
+        if self._before_reset(stamp, now):
             return
         try:
             image = image_from_msg(msg)
@@ -327,7 +327,7 @@ class CArmListener(Node):
         if self.p.domain == "realistic" and msg.encoding in FULL_SCALE:
             image /= self.p.white_level or FULL_SCALE[msg.encoding]  # display values in [0, 1]
         # The header alone travels with the image (the raw message would double what waits).
-        self._handle(*self.matcher.add_image(_stamp(msg), (image, msg.header)))
+        self._handle(*self.matcher.add_image(stamp, (image, msg.header)))
 
     def _before_reset(self, stamp: float, now: float) -> bool:
         """True (and refused) for an image acquired before the last reset that arrives after
