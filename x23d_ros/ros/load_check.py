@@ -162,7 +162,7 @@ def stream(
         rss_max = rss_start
         series = [[0.0, round(rss_start, 1)]]
         start = time.monotonic()
-        next_rss = start + rss_every_s
+        next_max, next_rss = start + 1.0, start + rss_every_s
         n = int(seconds * rate_hz)
         for i in range(n):
             due = start + i / rate_hz
@@ -184,11 +184,13 @@ def stream(
             pose_pub.publish(pose)
             info_pub.publish(info)
             image_pub.publish(image_to_msg(frame, stamp=stamp, frame_id="carm_source"))
-            if time.monotonic() >= next_rss:  # by the clock: any rate, below 1 Hz too
-                next_rss += rss_every_s
+            if time.monotonic() >= next_max:  # by the clock (any rate): the maximum each second
+                next_max += 1.0
                 rss = _proc(process.pid)[0]
                 rss_max = max(rss_max, rss)
-                series.append([round(time.monotonic() - start, 1), round(rss, 1)])
+                if time.monotonic() >= next_rss:  # and the series every rss_every_s
+                    next_rss += rss_every_s
+                    series.append([round(time.monotonic() - start, 1), round(rss, 1)])
         elapsed = time.monotonic() - start
         expected = expected_accepted(angles, 5.0)
         spin(lambda: status().get("images_received") == str(n), 30)
