@@ -42,6 +42,7 @@ def test_a_rerun_makes_only_missing_shards(shards):
         ({"image_size": 64}, "image_size"),
         ({"centring": "level"}, "centring"),
         ({"generator": "procedural-3"}, "generator"),
+        ({"scan_cut": "never"}, "scan_cut"),
     ],
 )
 def test_a_rerun_with_other_arguments_refuses_to_mix_its_shards_in(shards, change, named):
@@ -120,3 +121,28 @@ def test_a_synthetic_only_run_renders_the_same_synthetic_shots_without_the_reali
     np.testing.assert_array_equal(case.labels, paired.labels)
     with pytest.raises(KeyError, match="no realistic shots"):
         ShotDataset(tmp_path / "s", "realistic")[0]
+
+
+def test_scan_cut_overrides_the_generators_chance_and_changes_nothing_else():
+    from x23d_ros.data.simulate import procedural_spine
+
+    def spine(index, scan_cut):
+        rng = np.random.default_rng([5, index])
+        return procedural_spine(rng, 3.0, "procedural-3", scan_cut)
+
+    kinds = {}
+    for index in range(8):
+        drawn, never, always = (spine(index, c) for c in ("generator", "never", "always"))
+        cut = "scan_cut_z_mm" in drawn.meta
+        kinds[cut] = True
+        assert "scan_cut_z_mm" not in never.meta and "L5" in never.present_levels
+        assert "scan_cut_z_mm" in always.meta and "L5" not in always.present_levels
+        # The cut is the generator's last draw: the same spine, whole or cut.
+        same = always if cut else never
+        np.testing.assert_array_equal(drawn.labels, same.labels)
+        np.testing.assert_array_equal(drawn.hu, same.hu)
+        above = round(float(always.affine[2, 3] - never.affine[2, 3]) / 3.0)
+        np.testing.assert_array_equal(always.labels, never.labels[:, :, above:])
+    assert kinds == {False: True, True: True}  # seeds 0-7 draw both kinds
+    with pytest.raises(ValueError, match="scan_cut"):
+        SimulateConfig(out=".", cases=1, views=2, seed=0, scan_cut="sometimes")

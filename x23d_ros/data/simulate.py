@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from x23d_ros.anatomy import Anatomy
 from x23d_ros.anatomy.ct import load_ct
-from x23d_ros.anatomy.procedural import GENERATOR_VERSION, GENERATORS, generate
+from x23d_ros.anatomy.procedural import GENERATOR_VERSION, GENERATORS, generate, spine_params
 from x23d_ros.data.shards import (
     Case,
     centres_array,
@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 
 
 SIMULATED_DOMAINS = ("synthetic", "realistic")
+#: `SimulateConfig.scan_cut`: the generator's own chance of a cut scan range, or always, or never.
+SCAN_CUTS = ("generator", "always", "never")
 
 
 @dataclass(frozen=True)
@@ -59,8 +61,13 @@ class SimulateConfig:
     # Which domains to render: both (the paired data set), or the synthetic one alone (the
     # anatomy stages train on it; no soft-tissue cast, no fluoroscopy physics).
     domains: tuple[str, ...] = SIMULATED_DOMAINS
+    # Procedural spines: whether the scan range ends inside the lumbar spine ("generator": the
+    # generator's own chance; "always"; "never"). The anatomy is otherwise the same draw.
+    scan_cut: str = "generator"
 
     def __post_init__(self) -> None:
+        if self.scan_cut not in SCAN_CUTS:
+            raise ValueError(f"scan_cut must be one of {SCAN_CUTS}, not {self.scan_cut!r}")
         if self.domains not in (SIMULATED_DOMAINS, ("synthetic",)):
             raise ValueError(
                 f"domains must be {SIMULATED_DOMAINS} or ('synthetic',), not {self.domains}"
@@ -73,16 +80,26 @@ _CT_CACHE: dict[tuple, Anatomy] = {}
 
 
 def procedural_spine(
-    rng: np.random.Generator, spacing_mm: float = 1.0, generator: str = GENERATOR_VERSION
+    rng: np.random.Generator,
+    spacing_mm: float = 1.0,
+    generator: str = GENERATOR_VERSION,
+    scan_cut: str = "generator",
 ) -> Anatomy:
     """The procedural spine a case draws first from its generator `rng`
-    (`numpy.random.default_rng([seed, index])`): how to get a case's anatomy back from its seed."""
-    return generate(int(rng.integers(2**31)), spacing_mm=spacing_mm, generator=generator)
+    (`numpy.random.default_rng([seed, index])`): how to get a case's anatomy back from its seed.
+    `scan_cut` (`SCAN_CUTS`) overrides the generator's chance of a scan range that ends inside
+    the lumbar spine: the cut is the generator's last draw, so the spine is the same."""
+    params = None
+    if scan_cut != "generator":
+        chance = {"always": 1.0, "never": 0.0}[scan_cut]
+        params = replace(spine_params(generator), scan_cut_p=chance)
+    seed = int(rng.integers(2**31))
+    return generate(seed, spacing_mm=spacing_mm, params=params, generator=generator)
 
 
 def _anatomy(config: SimulateConfig, rng: np.random.Generator) -> Anatomy:
     if config.source == "procedural":
-        return procedural_spine(rng, config.spacing_mm, config.generator)
+        return procedural_spine(rng, config.spacing_mm, config.generator, config.scan_cut)
     key = (str(config.ct), str(config.labels), config.spacing_mm)
     if key not in _CT_CACHE:  # one real CT, loaded once per process
         _CT_CACHE[key] = load_ct(config.ct, config.labels, spacing_mm=config.spacing_mm)
@@ -163,6 +180,7 @@ def simulate_case(index: int, config: SimulateConfig) -> tuple[Case, list[dict],
             "image_size": config.image_size,
             "spacing_mm": config.spacing_mm,
             "centring": config.centring,
+            "scan_cut": config.scan_cut,
         },
     )
     return case, effects, instruments
@@ -198,6 +216,7 @@ def run_attrs(config: SimulateConfig) -> dict:
         "image_size": config.image_size,
         "spacing_mm": config.spacing_mm,
         "centring": config.centring,
+        "scan_cut": config.scan_cut,
         "views": config.views,
         "domains": list(config.domains),
     }
@@ -206,7 +225,8 @@ def run_attrs(config: SimulateConfig) -> dict:
 def check_resumable(shard: Path, config: SimulateConfig) -> None:
     """Refuse to add shards to a folder whose existing shards another run made (other seed,
     generator, image size, ...): a mixed folder would train or score on data nobody asked for.
-    Shards from before `centring` was recorded were centred on the spine."""
+    Shards from before `centring` was recorded were centred on the spine; those from before
+    `scan_cut` was, cut as their generator draws."""
     want = run_attrs(config)
     with h5py.File(shard, "r") as h5:
         first = h5[sorted(h5.keys())[0]]
@@ -216,6 +236,8 @@ def check_resumable(shard: Path, config: SimulateConfig) -> None:
         }
         if have["centring"] is None:
             have["centring"] = "spine"
+        if have["scan_cut"] is None:
+            have["scan_cut"] = "generator"
     differ = {k: (have[k], v) for k, v in want.items() if have[k] != v}
     if differ:
         what = ", ".join(f"{k} {a!r} (asked: {b!r})" for k, (a, b) in differ.items())
@@ -296,6 +318,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "procedural-3 with real L1-L5 shapes of the training persons, real-shapes-1-val of "
         "the held-out persons (x23d_ros.anatomy.real_shapes)",
     )
+    parser.add_argument(
+        "--scan-cut",
+        default="generator",
+        choices=SCAN_CUTS,
+        help="procedural spines: a scan range that ends inside the lumbar spine as the "
+        "generator draws it (procedural-3 and real-shapes: 1 in 4), in every case, or never",
+    )
     parser.add_argument("--no-distortion", action="store_true", help="no image-intensifier warp")
     parser.add_argument(
         "--synthetic-only",
@@ -322,6 +351,7 @@ def run(args: argparse.Namespace) -> int:
         centring=args.centring,
         distortion=not args.no_distortion,
         generator=args.generator,
+        scan_cut=args.scan_cut,
         domains=("synthetic",) if args.synthetic_only else SIMULATED_DOMAINS,
     )
     paths = simulate(config, workers=args.workers)
