@@ -196,8 +196,9 @@ def test_shots_the_weights_cannot_read_are_refused_with_the_reason(case, reconst
     shots = shot_set_from_case(case).shots
     frames = [Shot(s.image / s.image.max(), s.K, s.T_ref_source) for s in shots]
     without_style = Reconstructor(style=None)
-    with pytest.raises(ShotSetError, match="realistic-domain, the weights read synthetic"):
+    with pytest.raises(ShotSetError, match="realistic-domain, the weights read synthetic") as e:
         without_style.reconstruct(ShotSet(frames, domain="realistic"))
+    assert e.value.reason == "unreadable_domain"  # what the ROS node counts it under
     with pytest.raises(ShotSetError, match="no fluoroscopy display frame scaled to"):
         reconstructor.reconstruct(ShotSet(shots, domain="realistic"))  # μ·L up to 2.6
     for scale in (255.0 / 4.0, 65535.0 / 4.0):  # a shot of μ·L ≤ 4 shown as mono8, mono16

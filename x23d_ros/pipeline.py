@@ -57,6 +57,13 @@ class GateRefusedError(ShotSetError):
         self.reason, self.shot = problem.reason, shot
 
 
+class UnreadableDomainError(ShotSetError):
+    """The shots are of a domain that neither the weights nor an installed style transfer
+    read (`reason` "unreadable_domain", counted as the gate's refusals are)."""
+
+    reason = "unreadable_domain"
+
+
 #: What a synthetic-domain shot (the bone-only DRR's line integrals μ·L) can hold: the data
 #: engine's reach 0 to about 4.3 (checked on its shards); a display frame (mono8, mono16)
 #: does not fit. A [0, 1]-scaled fluoroscopy frame does fit: only the declared domain tells it.
@@ -86,6 +93,26 @@ def fluoroscopy_values_problem(image: np.ndarray) -> str | None:
         f"values {low:g} to {high:g} are no fluoroscopy display frame scaled to [0, 1]: "
         "divide mono8 by 255 and mono16 by its white level (the listener does)"
     )
+
+
+#: What the listener's `domain` may say: one of the two domains, or "auto" (each shot's from
+#: its encoding and values, `infer_domain`).
+INTAKE_DOMAINS = ("synthetic", "realistic", "auto")
+#: Encodings that carry display frames: integer grey levels are never line integrals μ·L.
+DISPLAY_ENCODINGS = ("mono8", "mono16", "16UC1")
+
+
+def infer_domain(image: np.ndarray, encoding: str, session_domain: str | None = None) -> str:
+    """The domain of a shot as it arrives (`domain: auto`): an integer-encoded frame (mono8,
+    mono16, 16UC1) is a fluoroscopy display frame ("realistic"); a float frame (32FC1) with a
+    value above 1 holds line integrals μ·L ("synthetic": the data engine's bone-only DRRs reach
+    1.3 and more wherever a ray crosses a vertebral body); a float frame within [0, 1] fits
+    both and takes the session's domain when one is set, else "realistic" (display values)."""
+    if encoding in DISPLAY_ENCODINGS:
+        return "realistic"
+    if image.size and float(np.nanmax(image)) > 1.0 + 1e-6:
+        return "synthetic"
+    return session_domain if session_domain in ("synthetic", "realistic") else "realistic"
 
 
 def values_problem(image: np.ndarray, domain: str) -> str | None:
@@ -532,7 +559,7 @@ class Reconstructor:
             self.style.from_domain,
             self.style.to_domain,
         ):
-            raise ShotSetError(
+            raise UnreadableDomainError(
                 f"the shots are {shot_set.domain}-domain, the weights read {self.domain} "
                 "shots only (no domain adaptation is installed: a style transfer, the ROS "
                 "node's style_transfer parameter, or weights of the shots' domain from x23d "

@@ -44,6 +44,7 @@ REASONS = {
     "too_many": "the session already holds the most shots a reconstruction takes",
     "distortion": "the camera info's distortion cannot be undone",
     "domain_values": "the image's values do not fit the declared domain",
+    "domain_mismatch": "the image is of another domain than the session's shots",
     "stamp": "the stamp is negative, or ahead of this computer's clock",
 }
 
@@ -231,7 +232,7 @@ class ShotSession:
                 f", not {patient_id!r}"
             )
             return cls.new(root, domain, patient_id), why
-        if meta.get("domain", domain) != domain:
+        if domain != "auto" and meta.get("domain", domain) not in (domain, "auto"):
             why = f"session {name} holds {meta.get('domain')} shots, not {domain}"
             return cls.new(root, domain, patient_id), why
         try:
@@ -255,6 +256,17 @@ class ShotSession:
         self.shots.append(shot)
         self._write_meta()
         return index
+
+    def set_domain(self, domain: str) -> None:
+        """Fix the domain of a session opened with "auto", as its first shot is added; a
+        session's shots are all of one domain (ValueError otherwise)."""
+        if domain not in ("synthetic", "realistic"):
+            raise ValueError(f"domain must be synthetic or realistic, not {domain!r}")
+        if self.shots and self.meta["domain"] != domain:
+            raise ValueError(f"the session holds {self.meta['domain']} shots, not {domain}")
+        if self.meta["domain"] != domain:
+            self.meta["domain"] = domain
+            self._write_meta(touch=False)
 
     def record_reconstruction(self) -> None:
         self.meta["reconstructions"] += 1
@@ -293,7 +305,8 @@ def _checked_meta(meta) -> dict:
             raise ValueError(f"{key!r} is {meta[key]!r}")
         if key not in meta and key not in ("updated", "patient_id"):
             raise ValueError(f"no {key!r}")
-    if meta["domain"] not in ("synthetic", "realistic"):
+    # "auto": a session of `domain: auto` whose first shot has not come yet.
+    if meta["domain"] not in ("synthetic", "realistic", "auto"):
         raise ValueError(f"domain {meta['domain']!r}")
     return meta
 

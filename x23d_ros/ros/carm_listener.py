@@ -36,7 +36,7 @@ from sensor_msgs.msg import CameraInfo, Image
 from std_srvs.srv import Trigger
 
 from x23d_ros.distortion import DewarpMap, DistortionError, undistort
-from x23d_ros.pipeline import MIN_SHOTS, Shot, ShotSet
+from x23d_ros.pipeline import INTAKE_DOMAINS, MIN_SHOTS, Shot, ShotSet, infer_domain
 from x23d_ros.ros.image_conversion import FULL_SCALE, ImageMessageError, image_from_msg
 from x23d_ros.ros.parameters import Param, declare
 from x23d_ros.ros.sync import Match, StampMatcher
@@ -77,9 +77,11 @@ PARAMS = (
     Param(
         "domain",
         "synthetic",
-        "what the shots are: synthetic (32FC1 bone line integrals μ·L) or realistic "
+        "what the shots are: synthetic (32FC1 bone line integrals μ·L), realistic "
         "(fluoroscopy display frames: mono8, mono16/16UC1 scaled by white_level, or 32FC1 in "
-        "[0, 1]; bone dark or bright)",
+        "[0, 1]; bone dark or bright), or auto (each shot's from its encoding and values: "
+        "mono8/mono16/16UC1 realistic, 32FC1 above 1 synthetic, 32FC1 within [0, 1] the "
+        "session's domain or realistic; a session's shots are all of one domain)",
     ),
     Param(
         "white_level",
@@ -175,6 +177,8 @@ class CArmListener(Node):
         self._reset_lag = 0.0  # the smallest lag before it
         self.incompatible_qos: Counter[str] = Counter()
         self.checks = ShotChecks(self.p.min_view_separation_deg, self.p.max_pose_age_s)
+        if self.p.domain not in INTAKE_DOMAINS:
+            raise ValueError(f"domain must be one of {INTAKE_DOMAINS}, not {self.p.domain!r}")
         root = Path(self.p.session_dir).expanduser()
         if self.p.resume_session:
             self.session, why = ShotSession.resume(
@@ -324,10 +328,13 @@ class CArmListener(Node):
             self._reject("bad_image", str(error))
             return
         image = image.astype(np.float32)
-        if self.p.domain == "realistic" and msg.encoding in FULL_SCALE:
+        domain = self.p.domain
+        if domain == "auto":
+            domain = infer_domain(image, msg.encoding, self.session.meta["domain"])
+        if domain == "realistic" and msg.encoding in FULL_SCALE:
             image /= self.p.white_level or FULL_SCALE[msg.encoding]  # display values in [0, 1]
         # The header alone travels with the image (the raw message would double what waits).
-        self._handle(*self.matcher.add_image(stamp, (image, msg.header)))
+        self._handle(*self.matcher.add_image(stamp, (image, msg.header, domain)))
 
     def _before_reset(self, stamp: float, now: float) -> bool:
         """True (and refused) for an image acquired before the last reset that arrives after
@@ -435,7 +442,7 @@ class CArmListener(Node):
 
     def _accept(self, m: Match, T: np.ndarray) -> None:
         """A matched image with its pose: undistorted, checked, added to the session."""
-        image = m.image[0]
+        image, domain = m.image[0], m.image[2]
         K = np.asarray(m.info.k, float).reshape(3, 3)
         try:
             image = self._undistort(image, K, m.info)
@@ -450,11 +457,21 @@ class CArmListener(Node):
                 self.checks,
                 pose_stamp=m.pose_stamp,
                 info_size=(m.info.height, m.info.width),
-                domain=self.p.domain,
+                domain=domain,
             )
         except ShotRejectedError as error:
             self._reject(error.reason, str(error))
             return
+        held = self.session.meta["domain"]
+        if self.session.shots and held != domain:
+            self._reject(
+                "domain_mismatch",
+                f"a {domain}-domain image ({'auto: ' if self.p.domain == 'auto' else ''}by its "
+                f"encoding and values) after {len(self.session)} {held}-domain shots; "
+                "reset to start a session of the other domain",
+            )
+            return
+        self.session.set_domain(domain)
         index = self.session.add(shot)
         self.get_logger().info(
             f"shot {index} accepted ({len(self.session)}/{self.p.views_required})"

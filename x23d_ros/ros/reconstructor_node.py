@@ -36,7 +36,8 @@ PARAMS = (
         "domain",
         "synthetic",
         "the shots' domain (the listener's, set for both in the shared block): configure "
-        "fails when neither the weights nor the style transfer read it",
+        "fails when neither the weights nor the style transfer read it; auto: each shot set "
+        "of a domain they cannot read is refused (unreadable_domain), the shots kept",
     ),
     Param(
         "style_transfer",
@@ -105,7 +106,7 @@ class ReconstructorNode(LifecycleNode):
             readable = {reconstructor.domain}
             if reconstructor.style is not None:
                 readable.add(reconstructor.style.from_domain)
-            if self.p.domain not in readable:
+            if self.p.domain not in (*readable, "auto"):
                 raise ValueError(
                     f"the shots are {self.p.domain}-domain, but the weights read "
                     f"{reconstructor.domain} shots and no style transfer is enabled "
