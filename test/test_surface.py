@@ -262,3 +262,27 @@ def test_the_fallback_is_returned_not_warned_for_callers_that_report_it(monkeypa
         faces = surface._wound_outwards(vertices, faces)
         v, f, fallback = surface._padded_hull(vertices, faces, 2.0)
     assert fallback.kind == "box" and "bounding box" in fallback.detail and len(v) == 8
+
+
+def test_inside_by_scanlines_matches_open3ds_per_point_vote_off_the_surface():
+    """The collision mesh's inside (`_inside_on_grid`: one ray per grid line and axis, three
+    axes' vote) is open3d's per-point occupancy (3 rays a point) wherever a grid point is not
+    on the surface itself, here on a torus (concave: its lines cross the surface 4 times)."""
+    import open3d as o3d
+
+    torus = o3d.geometry.TriangleMesh.create_torus(20.0, 6.0, 60, 30)
+    v, f = np.asarray(torus.vertices, float), np.asarray(torus.triangles, np.int64)
+    scene = surface._scene(v, f)
+    lo, grid = v.min(0) - 3.0, 0.7
+    shape = [int(n) for n in np.ceil((v.max(0) + 3.0 - lo) / grid) + 1]
+    inside = surface._inside_on_grid(scene, lo, shape, grid)
+    axes = [lo[a] + grid * np.arange(shape[a]) for a in range(3)]
+    points = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3).astype(np.float32)
+    reference = scene.compute_occupancy(o3d.core.Tensor(points), nsamples=3).numpy() > 0.5
+    off_surface = scene.compute_distance(o3d.core.Tensor(points)).numpy() > 0.05
+    assert inside.sum() > 10_000 and (~inside).sum() > 10_000
+    np.testing.assert_array_equal(inside.ravel()[off_surface], reference[off_surface])
+    # The hole of the torus is outside, its tube inside.
+    centre = np.round((np.zeros(3) - lo) / grid).astype(int)
+    tube = np.round((np.array([20.0, 0.0, 0.0]) - lo) / grid).astype(int)
+    assert not inside[tuple(centre)] and inside[tuple(tube)]
