@@ -359,7 +359,11 @@ def main() -> None:
     r = evaluate_folder(reconstructor, cut, [0, 1, 2], "synthetic")
     key = "3 views (AP + lateral + oblique), real vertebra shapes, held-out persons, cut scans"
     result["views"][key] = {"mean": r["mean"], "per_level": r["per_level"], "refused": r["refused"]}
-    result["heldout_real_cut"] = {"seed": HELDOUT_REAL_CUT_SEED, "cases": r["cases"], "path": str(cut)}
+    result["heldout_real_cut"] = {
+        "seed": HELDOUT_REAL_CUT_SEED,
+        "cases": r["cases"],
+        "path": str(cut),
+    }
     print(key, json.dumps(r["mean"]), flush=True)
 
     # The target on the CT as scanned; diagnostics, not the target, on where its loss comes
