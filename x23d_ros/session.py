@@ -259,11 +259,17 @@ class ShotSession:
 
     def set_domain(self, domain: str) -> None:
         """Fix the domain of a session opened with "auto", as its first shot is added; a
-        session's shots are all of one domain (ValueError otherwise)."""
+        session's shots are all of one domain (ShotRejectedError `domain_mismatch` otherwise,
+        ValueError for a domain that is neither)."""
         if domain not in ("synthetic", "realistic"):
             raise ValueError(f"domain must be synthetic or realistic, not {domain!r}")
-        if self.shots and self.meta["domain"] != domain:
-            raise ValueError(f"the session holds {self.meta['domain']} shots, not {domain}")
+        held = self.meta["domain"]
+        if self.shots and held != domain:
+            raise ShotRejectedError(
+                "domain_mismatch",
+                f"a {domain}-domain image after {len(self.shots)} {held}-domain shots; reset "
+                "to start a session of the other domain",
+            )
         if self.meta["domain"] != domain:
             self.meta["domain"] = domain
             self._write_meta(touch=False)

@@ -459,19 +459,10 @@ class CArmListener(Node):
                 info_size=(m.info.height, m.info.width),
                 domain=domain,
             )
+            self.session.set_domain(domain)  # domain_mismatch: another domain than its shots'
         except ShotRejectedError as error:
             self._reject(error.reason, str(error))
             return
-        held = self.session.meta["domain"]
-        if self.session.shots and held != domain:
-            self._reject(
-                "domain_mismatch",
-                f"a {domain}-domain image ({'auto: ' if self.p.domain == 'auto' else ''}by its "
-                f"encoding and values) after {len(self.session)} {held}-domain shots; "
-                "reset to start a session of the other domain",
-            )
-            return
-        self.session.set_domain(domain)
         index = self.session.add(shot)
         self.get_logger().info(
             f"shot {index} accepted ({len(self.session)}/{self.p.views_required})"
