@@ -77,6 +77,14 @@ def build_parser() -> argparse.ArgumentParser:
     adapt.add_arguments(ad)
     ad.set_defaults(func=adapt.run)
 
+    from x23d_ros.train import orientation
+
+    orient = sub.add_parser(
+        "orientation", help="train the network that reads the patient's axes from the shots"
+    )
+    orientation.add_arguments(orient)
+    orient.set_defaults(func=orientation.run)
+
     from x23d_ros import calibrate
 
     ca = sub.add_parser("calibrate", help="fit where the fine grids go (on training data)")

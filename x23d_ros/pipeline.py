@@ -29,6 +29,7 @@ from x23d_ros.anatomy import LEVELS
 from x23d_ros.model import inputs
 from x23d_ros.model.network import NetConfig, X23DNet
 from x23d_ros.model.style import DEFAULT_STYLE, POLARITIES, StyleTransfer
+from x23d_ros.orientation import DEFAULT_ORIENTATION, OrientationEstimator
 from x23d_ros.poses import sample_views
 from x23d_ros.surface import box_centre
 
@@ -41,6 +42,9 @@ MAX_SHOTS = 8
 #: How a level's fine grid is placed from its coarse blob (`Reconstructor.localise`).
 PLACEMENTS = ("box-lps", "centroid-spine")
 DEFAULT_GATE = gate.GateLimits()
+#: Above this RMS residual (cosines) the shots' answers about the patient's axes disagree
+#: (`orientation.solve_axes`), and the reconstruction says so.
+ORIENTATION_MAX_RESIDUAL = 0.35
 
 
 class ShotSetError(ValueError):
@@ -145,6 +149,8 @@ class ShotSet:
     # The patient's axes (LPS: x left, y posterior, z superior) as columns in the poses' frame.
     # The networks work in the patient's axes (their grids are axis-aligned there and the
     # vertebra frames take x as the patient's left); results come back in the poses' frame.
+    # None: the reconstructor estimates them from the shots (`x23d_ros.orientation`), or,
+    # where it has no estimator, takes the poses' frame as the patient's axes.
     patient_axes: np.ndarray | None = None
 
     def validate(self) -> None:
@@ -216,6 +222,11 @@ class Reconstruction:
     # Per level, the gate's reprojection agreement (`gate.reprojection_agreement`); levels
     # below the limit are in `missing`, with a note.
     agreement: dict[str, float] = field(default_factory=dict)
+    # The patient's axes the networks worked in (columns, in the poses' frame) and where they
+    # came from: "given" (the shot set's `patient_axes`), "estimated" (from the shots) or
+    # "reference" (the poses' frame taken as the patient's axes: no estimator installed).
+    patient_axes: np.ndarray = field(default_factory=lambda: np.eye(3))
+    orientation: str = "reference"
 
     @property
     def stamp(self) -> float | None:
@@ -263,6 +274,7 @@ class Reconstructor:
         style: str | Path | None = "default",
         gate_limits: gate.GateLimits | None = DEFAULT_GATE,
         polarity: str = "auto",
+        orientation: str | Path | None = "default",
     ) -> None:
         path = resolve_weights(weights)
         self.weights_path = path
@@ -305,6 +317,15 @@ class Reconstructor:
         if wanted and (str(style) != "default" or DEFAULT_STYLE.is_file()):
             self.style = StyleTransfer(style, self.device)
             self.style_sha256 = _sha256(self.style.path)
+        # What reads the patient's axes from the shots when a shot set does not give them:
+        # "default" (the shipped network, when present), a file, or None (the poses' frame is
+        # then taken as the patient's axes).
+        self.orientation: OrientationEstimator | None = None
+        if orientation is not None and (
+            str(orientation) != "default" or DEFAULT_ORIENTATION.is_file()
+        ):
+            path = DEFAULT_ORIENTATION if str(orientation) == "default" else Path(orientation)
+            self.orientation = OrientationEstimator(path, str(self.device))
 
     # -- stages -------------------------------------------------------------------------
     def prepare(self, shot_set: ShotSet) -> inputs.Views:
@@ -418,13 +439,12 @@ class Reconstructor:
         coarse stage (which then does not run): only those levels are reconstructed. The
         benchmark uses it to score the fine stage alone, on the true boxes.
 
-        With `shot_set.patient_axes` (R_ref_patient), the poses (and `centres`) are turned
-        into the patient's axes first and the results turned back."""
+        The networks work in the patient's axes: `shot_set.patient_axes` (R_ref_patient) when
+        given, else those the orientation estimator reads from the shots, else the poses'
+        frame. The poses (and `centres`) are turned into those axes first and the results
+        turned back."""
         shot_set.validate()
         self._gate(shot_set)
-        R = shot_set.patient_axes
-        if R is not None and not np.allclose(R, np.eye(3)):
-            return self._reconstruct_turned(shot_set, np.asarray(R, float), seed, centres)
         timings: dict[str, float] = {}
         clock = _Clock(self.device, timings)
         adaptation = ""
@@ -432,6 +452,49 @@ class Reconstructor:
             shot_set, adaptation = self.adapt(shot_set)
             clock.lap("style")
             self._gate(shot_set, adapted=True)
+        R, orientation, notes = shot_set.patient_axes, "given", []
+        if R is None and self.orientation is not None:
+            R, notes = self.estimate_axes(shot_set)
+            orientation = "estimated"
+            clock.lap("orientation")
+        elif R is None:
+            orientation = "reference"
+        if R is not None and not np.allclose(R, np.eye(3)):
+            recon = self._reconstruct_turned(shot_set, np.asarray(R, float), seed, centres)
+            recon.timings_ms = timings | recon.timings_ms
+            recon.timings_ms["total"] = sum(v for k, v in recon.timings_ms.items() if k != "total")
+            recon.adaptation = adaptation
+            recon.orientation = orientation
+            recon.notes = notes + recon.notes
+            return recon
+        recon = self._reconstruct_here(shot_set, seed, centres, timings, clock)
+        recon.adaptation = adaptation
+        recon.orientation = orientation
+        recon.notes = notes + recon.notes
+        return recon
+
+    def estimate_axes(self, shot_set: ShotSet) -> tuple[np.ndarray, list[str]]:
+        """R_ref_patient read from the shots (in the weights' domain) by the orientation
+        estimator, and notes where the shots disagree about it."""
+        assert self.orientation is not None
+        estimate = self.orientation.estimate(
+            [s.image for s in shot_set.shots],
+            np.stack([np.asarray(s.T_ref_source, float) for s in shot_set.shots]),
+        )
+        notes = []
+        if estimate.residual > ORIENTATION_MAX_RESIDUAL:
+            notes.append(
+                f"the shots disagree about the patient's axes (residual {estimate.residual:.2f} "
+                f"> {ORIENTATION_MAX_RESIDUAL}): the levels may be mislabelled; give the "
+                "patient's axes (patient_axes / the listener's patient_orientation_xyzw)"
+            )
+        return estimate.R_ref_patient, notes
+
+    def _reconstruct_here(
+        self, shot_set: ShotSet, seed: int, centres, timings: dict, clock: _Clock
+    ) -> Reconstruction:
+        """`reconstruct` with the poses in the patient's axes and the shots in the weights'
+        domain."""
         views = self.prepare(shot_set)
         clock.lap("prepare")
         given = centres
@@ -504,7 +567,6 @@ class Reconstructor:
             notes=notes,
             session=shot_set.session,
             shot_stamps=[shot.stamp for shot in shot_set.shots],
-            adaptation=adaptation,
             agreement=agreement,
         )
 
@@ -585,10 +647,11 @@ class Reconstructor:
             replace(s, T_ref_source=to_patient @ np.asarray(s.T_ref_source, float))
             for s in shot_set.shots
         ]
-        turned = replace(shot_set, shots=shots, patient_axes=None)
+        turned = replace(shot_set, shots=shots, patient_axes=np.eye(3))
         if centres is not None:
             centres = {n: R_ref_patient.T @ np.asarray(c, float) for n, c in centres.items()}
         recon = self.reconstruct(turned, seed, centres)
+        recon.patient_axes = R_ref_patient.copy()
         for name, v in recon.vertebrae.items():
             recon.vertebrae[name] = replace(
                 v,

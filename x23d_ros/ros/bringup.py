@@ -83,6 +83,7 @@ class Pipeline:
                 values[f"latency_ms.{stage}"] = f"{ms:.1f}"
             values["levels"] = ",".join(r.last.vertebrae)
             values["adaptation"] = r.last.adaptation or "none"
+            values["patient_orientation"] = r.last.orientation
         return values
 
     def destroy(self) -> None:

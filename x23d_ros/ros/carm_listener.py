@@ -92,10 +92,17 @@ PARAMS = (
         65535.0,
     ),
     Param(
+        "patient_orientation",
+        "shots",
+        "where the patient's axes (x left, y posterior, z superior) in reference_frame come "
+        "from: shots (read from the shots themselves by the orientation network, whatever the "
+        "orientation of reference_frame) or given (patient_orientation_xyzw)",
+    ),
+    Param(
         "patient_orientation_xyzw",
         [0.0, 0.0, 0.0, 1.0],
-        "the patient's axes (x left, y posterior, z superior) in reference_frame, a unit "
-        "quaternion; identity: reference_frame is in the patient's axes",
+        "with patient_orientation given: the patient's axes in reference_frame, a unit "
+        "quaternion (identity: reference_frame is in the patient's axes)",
     ),
     Param(
         "dewarp_map",
@@ -198,7 +205,14 @@ class CArmListener(Node):
             raise ValueError(
                 f"patient_orientation_xyzw must be a unit quaternion, not {q.tolist()}"
             )
-        self.patient_axes = Rotation.from_quat(q).as_matrix()
+        if self.p.patient_orientation not in ("shots", "given"):
+            raise ValueError(
+                f"patient_orientation must be shots or given, not {self.p.patient_orientation!r}"
+            )
+        # None: the reconstructor reads the patient's axes from the shots.
+        self.patient_axes = (
+            Rotation.from_quat(q).as_matrix() if self.p.patient_orientation == "given" else None
+        )
         if self.p.pose_source not in ("topic", "tf"):
             raise ValueError(f"pose_source must be topic or tf, not {self.p.pose_source!r}")
         self.matcher = StampMatcher(

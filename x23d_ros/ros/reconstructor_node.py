@@ -52,6 +52,13 @@ PARAMS = (
         "how fluoroscopy frames show bone: auto (decided per frame), bone_bright or bone_dark "
         "(a frame that looks otherwise is refused)",
     ),
+    Param(
+        "orientation_estimator",
+        "default",
+        "what reads the patient's axes from the shots when the listener does not give them "
+        "(patient_orientation shots): default (the shipped network), a file, or none (the "
+        "poses' frame is then taken as the patient's axes)",
+    ),
     Param("points_per_vertebra", 2000, "surface points per vertebra in the cloud", 10, 100000),
     Param("autostart", True, "configure and activate at start (else: drive its lifecycle)"),
     Param("threads", 0, "CPU threads the networks use; 0: torch's default (one per core)", 0, 1024),
@@ -102,6 +109,9 @@ class ReconstructorNode(LifecycleNode):
                 points_per_vertebra=self.p.points_per_vertebra,
                 style=None if self.p.style_transfer == "none" else self.p.style_transfer,
                 polarity=self.p.polarity,
+                orientation=(
+                    None if self.p.orientation_estimator == "none" else self.p.orientation_estimator
+                ),
             )
             readable = {reconstructor.domain}
             if reconstructor.style is not None:

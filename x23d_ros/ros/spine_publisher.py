@@ -33,6 +33,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseArray
 from moveit_msgs.msg import CollisionObject
@@ -270,6 +271,10 @@ class SpinePublisher(Node):
                 weights_sha256=recon.weights_sha256,
                 adaptation=recon.adaptation or "none",
                 levels=",".join(recon.vertebrae),
+                # The patient's axes the spine was reconstructed in (columns x left, y
+                # posterior, z superior, in reference_frame, row-major) and their source.
+                patient_orientation=recon.orientation,
+                patient_axes=",".join(f"{v:.6f}" for v in np.asarray(recon.patient_axes).ravel()),
             )
         status = DiagnosticStatus(
             level=DiagnosticStatus.OK,

@@ -1,0 +1,181 @@
+"""The patient's axes read from the shots (#23 item 5): how far off, and what it costs.
+
+    .venv/bin/python bench/bench_orientation.py [--orientation default] [--quick]
+
+On the model benchmark's held-out sets (`bench_model.heldout`: the same seeds, cases and
+cache; none trained on, by the orientation network or the reconstruction networks):
+- the angle between the estimated and the true superior axis, and posterior axis (degrees;
+  median, 90th percentile, largest), from the first 3 shots (AP, lateral, oblique) and the
+  first 2 (AP, lateral), and the cases whose estimate is reversed (an axis > 90° off: the
+  levels would be labelled upside down), with the fit's residual;
+- what it costs: 3-view F1 of the product with the poses' frame in the patient's axes taken
+  as such (`orientation=None`, the figure of bench_model before the estimator) against the
+  same shots with the axes estimated (the product's default), on the procedural-2 set and
+  the real-shape whole-scan set. With the axes estimated, any orientation of the reference
+  frame gives the same result (test/test_pipeline.py), so one frame stands for all.
+
+Writes bench/results/orientation.json and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_model import heldout, shot_size
+
+from x23d_ros.anatomy.procedural import GENERATOR_VERSION
+from x23d_ros.data.dataset import ShotDataset
+from x23d_ros.evaluate import evaluate_folder
+from x23d_ros.orientation import OrientationEstimator, angle_deg
+from x23d_ros.pipeline import Reconstructor
+
+RESULTS = Path(__file__).resolve().parent / "results"
+#: (label, bench_model.heldout arguments after cases and size, cases)
+SETS = {
+    "procedural-2, spine-centred": ((), 56),
+    "procedural-2, level-centred": (("level", 3), 24),
+    "procedural-3, level-centred": (("level", 3, "procedural-3"), 24),
+    "real shapes (held-out persons), level-centred": (("level", 3, "real-shapes-1-val"), 24),
+    "real shapes, whole scans, spine-centred": (("spine", 3, "real-shapes-1-val", "never"), 24),
+    "real shapes, every scan cut": (("level", 3, "real-shapes-1-val", "always"), 16),
+}
+COSTED = ("procedural-2, spine-centred", "real shapes, whole scans, spine-centred")
+
+
+def errors(estimator: OrientationEstimator, folder: Path, views: list[int]) -> dict:
+    dataset = ShotDataset(folder, "synthetic")
+    sup, post, residual = [], [], []
+    for i in range(len(dataset)):
+        item = dataset[i]
+        images = [item["images"][v].numpy() for v in views]
+        poses = item["T_ref_source"].numpy().astype(float)[views]
+        estimate = estimator.estimate(images, poses)
+        R = estimate.R_ref_patient
+        sup.append(angle_deg(R[:, 2], np.array([0.0, 0.0, 1.0])))
+        post.append(angle_deg(R[:, 1], np.array([0.0, 1.0, 0.0])))
+        residual.append(estimate.residual)
+    sup, post = np.array(sup), np.array(post)
+
+    def stats(a: np.ndarray) -> dict:
+        return {
+            "median": float(np.median(a)),
+            "p90": float(np.percentile(a, 90)),
+            "max": float(a.max()),
+        }
+
+    return {
+        "cases": len(sup),
+        "superior_deg": stats(sup),
+        "posterior_deg": stats(post),
+        "reversed": int(np.sum((sup > 90) | (post > 90))),
+        "residual_median": float(np.median(residual)),
+        "residual_max": float(np.max(residual)),
+    }
+
+
+def markdown(result: dict) -> str:
+    lines = [
+        "# The patient's axes read from the shots",
+        "",
+        f"Orientation network `{result['orientation']}` "
+        f"(sha256 {result['orientation_sha256'][:12]}); "
+        f"reconstruction weights sha256 {result['weights_sha256'][:12]}; "
+        f"{result['threads']} threads. Command: `{result['command']}`.",
+        "",
+        "Angle errors (degrees) of the estimated superior (z) and posterior (y) axes against "
+        "the truth: median / 90th percentile / largest; reversed: cases with an axis more "
+        "than 90° off.",
+        "",
+        "| held-out set | shots | cases | superior | posterior | reversed "
+        "| residual (median, max) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, rows in result["errors"].items():
+        for shots, r in rows.items():
+            s, p = r["superior_deg"], r["posterior_deg"]
+            lines.append(
+                f"| {name} | {shots} | {r['cases']} | {s['median']:.1f} / {s['p90']:.1f} / "
+                f"{s['max']:.1f} | {p['median']:.1f} / {p['p90']:.1f} / {p['max']:.1f} | "
+                f"{r['reversed']} | {r['residual_median']:.2f}, {r['residual_max']:.2f} |"
+            )
+    lines += [
+        "",
+        "What it costs (3 views, the product; F1 / ASSD mm / levels missed):",
+        "",
+        "| held-out set | poses' frame taken as the patient's axes "
+        "| axes estimated from the shots |",
+        "|---|---|---|",
+    ]
+    for name, r in result["cost"].items():
+        a, b = r["reference"], r["estimated"]
+        lines.append(
+            f"| {name} | {a['f1']:.3f} / {a['assd_mm']:.2f} / {a['missed']} | "
+            f"{b['f1']:.3f} / {b['assd_mm']:.2f} / {b['missed']} |"
+        )
+    lines.append(
+        f"\nLatency of the estimate (3 shots, median of the cost runs): "
+        f"{result['orientation_ms']:.1f} ms."
+    )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--orientation", default="default")
+    parser.add_argument("--weights", default="default")
+    parser.add_argument("--quick", action="store_true", help="8 cases a set")
+    parser.add_argument("--out", type=Path, default=RESULTS / "orientation")
+    args = parser.parse_args()
+    estimated = Reconstructor(args.weights, device="cpu", orientation=args.orientation)
+    reference = Reconstructor(args.weights, device="cpu", orientation=None)
+    assert estimated.orientation is not None
+    size = shot_size(estimated)
+    result: dict = {
+        "orientation": str(estimated.orientation.path.name),
+        "orientation_sha256": hashlib.sha256(estimated.orientation.path.read_bytes()).hexdigest(),
+        "weights_sha256": estimated.weights_sha256,
+        "threads": torch.get_num_threads(),
+        "command": "bench/bench_orientation.py" + (" --quick" if args.quick else ""),
+        "errors": {},
+        "cost": {},
+    }
+    timings = []
+    for name, (extra, cases) in SETS.items():
+        n = 8 if args.quick else cases
+        folder = heldout(n, size, *extra)
+        result["errors"][name] = {
+            "3 (AP, lateral, oblique)": errors(estimated.orientation, folder, [0, 1, 2]),
+            "2 (AP, lateral)": errors(estimated.orientation, folder, [0, 1]),
+        }
+        print(name, json.dumps(result["errors"][name]), flush=True)
+        if name in COSTED:
+            row = {}
+            for label, rec in (("reference", reference), ("estimated", estimated)):
+                r = evaluate_folder(rec, folder, [0, 1, 2], "synthetic")
+                row[label] = {
+                    "f1": r["mean"]["f1"],
+                    "assd_mm": r["mean"]["assd_mm"],
+                    "missed": int(r["mean"]["missed"]),
+                }
+                if label == "estimated":
+                    timings.append(r["timings_ms"].get("orientation", float("nan")))
+            result["cost"][name] = row
+            print(name, json.dumps(row), flush=True)
+    result["orientation_ms"] = float(np.nanmedian(timings))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps(result, indent=1))
+    args.out.with_suffix(".md").write_text(markdown(result))
+    print(markdown(result))
+
+
+if __name__ == "__main__":
+    assert GENERATOR_VERSION  # the held-out sets are the model benchmark's
+    main()
