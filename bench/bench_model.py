@@ -254,14 +254,30 @@ def main() -> None:
     parser.add_argument("--weights", default="default")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--quick", action="store_true", help="8 cases, fewer repeats")
+    parser.add_argument(
+        "--orientation",
+        default="default",
+        help="what reads the patient's axes from the shots (default: the shipped network, as "
+        "the product does; none: the data's frame taken as the patient's axes)",
+    )
     args = parser.parse_args()
-    reconstructor = Reconstructor(args.weights, device=args.device)
+    reconstructor = Reconstructor(
+        args.weights,
+        device=args.device,
+        orientation=None if args.orientation == "none" else args.orientation,
+    )
     cases = 8 if args.quick else 56
     size = shot_size(reconstructor)
     data = heldout(cases, size)
 
     result: dict = {
         "weights_sha256": reconstructor.weights_sha256,
+        # The patient's axes: read from the shots (the product's default) or the data's frame.
+        "orientation": (
+            f"estimated by {reconstructor.orientation.path.name}"
+            if reconstructor.orientation is not None
+            else "the data's frame taken as the patient's axes"
+        ),
         "device": str(reconstructor.device),
         "device_name": torch.cuda.get_device_name(0)
         if reconstructor.device.type == "cuda"
@@ -399,7 +415,8 @@ def markdown(r: dict) -> str:
         f"procedural-3 row: {r['heldout_p3']['cases']} cases, seed {r['heldout_p3']['seed']}; "
         f"the real-shapes rows: {r['heldout_real']['cases']} cases, seed "
         f"{r['heldout_real']['seed']} (generator real-shapes-1-val). Shots rendered at "
-        f"{r.get('shot_px', '?')}² in the synthetic domain alone.",
+        f"{r.get('shot_px', '?')}² in the synthetic domain alone. The patient's axes: "
+        f"{r.get('orientation', 'the data frame taken as the patient axes')}.",
         "",
         "## Accuracy vs views (held-out synthetic, mean over L1–L5)",
         "",

@@ -91,3 +91,19 @@ def test_the_shipped_network_reads_the_axes_of_a_simulated_case(case):
     turned = estimator.estimate(images, np.stack([T @ P for P in poses]))
     np.testing.assert_allclose(turned.R_ref_patient, Q @ R, atol=1e-6)
     geometry.check_pose(np.block([[R, np.zeros((3, 1))], [np.zeros((1, 3)), np.ones((1, 1))]]))
+
+
+def test_the_estimators_turns_are_booked_as_the_training_books_them():
+    """The estimator averages its answers over each shot turned by 0/90/180/270° and
+    mirrored, turning each answer back by M (content at offset p lands at M⁻¹ p): a dot
+    30 px right of the centre lands, for each of the eight, where M⁻¹ (30, 0) says."""
+    from x23d_ros.orientation import _EIGHT_TURNS, transform
+
+    image = torch.zeros(1, 1, 128, 128)
+    image[0, 0, 62:66, 92:96] = 1.0
+    assert len({tuple(M.flatten().tolist()) for M in _EIGHT_TURNS}) == 8
+    for M in _EIGHT_TURNS:
+        out = transform(image, M)
+        rows, cols = torch.nonzero(out[0, 0] > 0.3, as_tuple=True)
+        seen = np.array([cols.float().mean() - 63.5, rows.float().mean() - 63.5])
+        np.testing.assert_allclose(seen, M.T.numpy() @ np.array([30.0, 0.0]), atol=1.0)

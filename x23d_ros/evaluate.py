@@ -226,6 +226,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="realistic domain with synthetic weights: the style transfer (default: the "
         "shipped one; a file; none: fluoroscopy refused, every case scored as missed)",
     )
+    parser.add_argument(
+        "--orientation",
+        default="default",
+        help="what reads the patient's axes from the shots (default: the shipped network, as "
+        "the product does; a file; none: the data's frame taken as the patient's axes)",
+    )
     parser.add_argument("--json", type=Path, required=True, help="where to write the result")
     parser.add_argument("--figures", type=Path, help="folder for one PNG per case")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
@@ -245,7 +251,12 @@ def run(args: argparse.Namespace) -> int:
         else list(range(args.views))
     )
     style = None if args.style == "none" else args.style
-    reconstructor = Reconstructor(args.weights, device=args.device, style=style)
+    reconstructor = Reconstructor(
+        args.weights,
+        device=args.device,
+        style=style,
+        orientation=None if args.orientation == "none" else args.orientation,
+    )
     if args.ct is not None:
         if args.labels is None:
             raise SystemExit("--ct needs --labels")

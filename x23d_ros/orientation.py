@@ -89,6 +89,32 @@ def normalise(image: torch.Tensor, size: int = INPUT_SIZE) -> torch.Tensor:
     return (canvas / scale_value).clamp_max(3.0) * disk(size, image.device)
 
 
+def transform(images: torch.Tensor, M: torch.Tensor, shift: torch.Tensor | None = None):
+    """Images (B, 1, S, S) resampled so that the content at pixel offset p from the centre
+    appears at M⁻¹ p (M (2, 2) or (B, 2, 2): turn and mirror, times a zoom), plus `shift`
+    (B, 2) in normalised units; cut to the disk. A direction d in the image becomes
+    M⁻¹ d / |…| (for M orthogonal up to the zoom)."""
+    b, _, s, _ = images.shape
+    M = M.expand(b, 2, 2) if M.dim() == 2 else M
+    t = torch.zeros(b, 2, 1, device=images.device) if shift is None else shift[:, :, None]
+    grid = F.affine_grid(torch.cat([M, t], 2), list(images.shape), align_corners=False)
+    out = F.grid_sample(images, grid, align_corners=False, padding_mode="zeros")
+    return out * disk(s, images.device)
+
+
+def _turns() -> list[torch.Tensor]:
+    out = []
+    for k in range(4):
+        c, s = [(1.0, 0.0), (0.0, 1.0), (-1.0, 0.0), (0.0, -1.0)][k]
+        turn = torch.tensor([[c, -s], [s, c]])
+        for mirror in (1.0, -1.0):
+            out.append(turn @ torch.diag(torch.tensor([mirror, 1.0])))
+    return out
+
+
+_EIGHT_TURNS = _turns()
+
+
 def image_axes(T_ref_source: np.ndarray) -> np.ndarray:
     """(2, 3): the directions, in the reference frame, of a shot's pixel axes u (columns) and
     v (rows) at its principal point: the source frame's x and y (`geometry.intrinsics`: square
@@ -155,12 +181,21 @@ class OrientationEstimator:
         self.card = {k: v for k, v in bundle.items() if k != "state_dict"}
 
     @torch.inference_mode()
-    def answers(self, images: list[np.ndarray | torch.Tensor]) -> np.ndarray:
-        """(V, 4): the network's answers, one row per shot."""
+    def answers(self, images: list[np.ndarray | torch.Tensor], turns: bool = True) -> np.ndarray:
+        """(V, 4): the network's answers, one row per shot. `turns`: the mean of its answers
+        on each shot turned by 0°, 90°, 180° and 270°, each also mirrored (the answers turned
+        back), which the training's augmentation makes alike."""
         batch = torch.stack(
             [normalise(torch.as_tensor(np.asarray(i, np.float32)), self.size) for i in images]
         )[:, None].to(self.device)
-        return self.net(batch).double().cpu().numpy()
+        if not turns:
+            return self.net(batch).double().cpu().numpy()
+        total = torch.zeros(len(images), 2, 2, dtype=torch.float64)
+        for M in _EIGHT_TURNS:
+            turned = transform(batch, M.to(batch.device))
+            answer = self.net(turned).double().cpu().view(-1, 2, 2)  # (V, axis, uv)
+            total += torch.einsum("ij,baj->bai", M.double(), answer)  # M t' = t
+        return (total / len(_EIGHT_TURNS)).reshape(-1, 4).numpy()
 
     def estimate(
         self, images: list[np.ndarray | torch.Tensor], T_ref_source: np.ndarray

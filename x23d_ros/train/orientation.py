@@ -30,10 +30,10 @@ from x23d_ros.orientation import (
     ORIENTATION_FORMAT,
     OrientationNet,
     angle_deg,
-    disk,
     normalise,
     solve_axes,
     targets,
+    transform,
 )
 
 log = logging.getLogger(__name__)
@@ -74,10 +74,7 @@ def augment(
     flip = torch.diag_embed(torch.stack([mirror, torch.ones(b)], -1))
     M = turn @ flip  # (B, 2, 2), orthogonal
     shift = (torch.rand(b, 2, generator=rng) - 0.5) * (16.0 / s)
-    affine = torch.cat([zoom[:, None, None] * M, shift[:, :, None]], 2)
-    grid = F.affine_grid(affine, list(images.shape), align_corners=False)
-    out = F.grid_sample(images, grid, align_corners=False, padding_mode="zeros")
-    out = out * disk(s)
+    out = transform(images, zoom[:, None, None] * M, shift)
     Minv = M.transpose(1, 2)
     t = target.view(b, 2, 2)  # (axis, uv)
     turned = torch.einsum("bij,bkj->bki", Minv, t).reshape(b, 4)
@@ -131,7 +128,7 @@ def train(
         loss.backward()
         opt.step()
         sched.step()
-        running += float(loss)
+        running += float(loss.detach())
         if step % 250 == 0 or step == steps:
             row = {"step": step, "loss": running / (250 if step % 250 == 0 else step % 250)}
             row |= validate(net, val_images, val_poses)
