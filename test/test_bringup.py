@@ -432,6 +432,11 @@ def test_a_reset_during_a_reconstruction_publishes_nothing_of_the_old_session(
     assert [float(t) for t in record["shot_stamps"].split(",")] == [200.0, 201.0, 202.0]
     assert float(record["imaged_at"]) == 202.0
     assert record["weights_sha256"] and record["levels"]
+    # The patient's axes the spine was made in are named with it: given (the default), the
+    # identity quaternion's.
+    assert record["patient_orientation"] == "given"
+    axes = np.array([float(v) for v in record["patient_axes"].split(",")]).reshape(3, 3)
+    np.testing.assert_allclose(axes, np.eye(3), atol=1e-6)
     probe.close()
 
 

@@ -228,9 +228,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--orientation",
-        default="default",
-        help="what reads the patient's axes from the shots (default: the shipped network, as "
-        "the product does; a file; none: the data's frame taken as the patient's axes)",
+        default="none",
+        help="what reads the patient's axes from the shots (none, the product's default: the "
+        "data's frame taken as the patient's axes; default: the shipped network; a file)",
     )
     parser.add_argument("--json", type=Path, required=True, help="where to write the result")
     parser.add_argument("--figures", type=Path, help="folder for one PNG per case")

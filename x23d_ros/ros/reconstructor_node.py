@@ -56,8 +56,8 @@ PARAMS = (
         "orientation_estimator",
         "default",
         "what reads the patient's axes from the shots when the listener does not give them "
-        "(patient_orientation shots): default (the shipped network), a file, or none (the "
-        "poses' frame is then taken as the patient's axes)",
+        "(its patient_orientation: shots): default (the shipped network), a file, or none "
+        "(the poses' frame is then taken as the patient's axes)",
     ),
     Param("points_per_vertebra", 2000, "surface points per vertebra in the cloud", 10, 100000),
     Param("autostart", True, "configure and activate at start (else: drive its lifecycle)"),
