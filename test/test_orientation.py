@@ -128,3 +128,63 @@ def test_a_shot_upside_down_is_told_by_the_residual_and_noted(case):
     )
     assert recon.orientation == "estimated"
     assert any("disagree about the patient's axes" in n for n in recon.notes)
+
+
+def test_the_targets_are_what_the_projection_does_to_a_direction():
+    """Not circular with `solve_axes`: through each shot's projection matrix, a small step
+    from the isocentre along the patient's superior (posterior) axis moves the pixel in the
+    direction of the target's first (second) pair, and by its length in proportion (the
+    cosine of the axis's angle to the image plane), within the perspective's error."""
+    rng = np.random.default_rng(5)
+    R = Rotation.random(random_state=rng).as_matrix()
+    T = np.eye(4)
+    T[:3, :3] = R
+    for P_pose in _poses(4, 11):
+        pose = T @ P_pose
+        K = geometry.intrinsics(1000.0, 0.5, 512, 512)
+        P = geometry.projection_matrix(K, pose)
+        iso = pose[:3, 3] + 600.0 * pose[:3, 2]  # on the principal ray
+        t = targets(pose, R).reshape(2, 2)
+        for axis, expected in ((R[:, 2], t[0]), (R[:, 1], t[1])):
+            uv = geometry.project(P, np.stack([iso, iso + 0.01 * axis]))[0]
+            step = (uv[1] - uv[0]) / (0.01 * 1000.0 / 0.5 / 600.0)  # pixels per mm there
+            np.testing.assert_allclose(step, expected, atol=1e-3)
+
+
+def test_the_estimators_answers_turn_with_the_shot(case):
+    """The eight turns are turned back by M, not Mᵀ: the shipped network's averaged answers
+    for a shot turned by 90° (np.rot90: a direction (du, dv) becomes (dv, −du)) are its
+    answers for the shot, turned the same way (to float precision: the 90° resampling moves
+    pixel centres onto pixel centres)."""
+    if not DEFAULT_ORIENTATION.is_file():
+        pytest.skip("no shipped orientation network")
+    estimator = OrientationEstimator()
+    image = case["images"][1].numpy()
+    assert image.shape[0] == image.shape[1]
+    a = estimator.answers([image]).reshape(2, 2)
+    b = estimator.answers([np.rot90(image).copy()]).reshape(2, 2)
+    np.testing.assert_allclose(b, np.stack([a[:, 1], -a[:, 0]], 1), atol=1e-4)
+    assert np.abs(a).max() > 0.1
+
+
+def test_shots_along_nearly_one_direction_are_noted(case):
+    """Two shots 15° apart fix the axes poorly along their shared direction (conditioning
+    sin 7.5° = 0.13 < 0.2): the estimate carries a note; an AP and a lateral do not."""
+    if not DEFAULT_ORIENTATION.is_file():
+        pytest.skip("no shipped orientation network")
+    from x23d_ros.pipeline import Reconstructor, Shot, ShotSet
+
+    reconstructor = Reconstructor(orientation="default")
+    images = [i.numpy() for i in case["images"][:2]]
+    K = case["K"][0].numpy()
+
+    def pose(deg: float) -> np.ndarray:
+        a = np.radians(deg)
+        return geometry.look_at(
+            600 * np.array([np.sin(a), -np.cos(a), 0.0]), np.zeros(3), [0, 0, 1]
+        )
+
+    near = ShotSet([Shot(images[0], K, pose(0)), Shot(images[1], K, pose(15))])
+    far = ShotSet([Shot(images[0], K, pose(0)), Shot(images[1], K, pose(90))])
+    assert any("nearly one direction" in n for n in reconstructor.estimate_axes(near)[1])
+    assert not any("nearly one direction" in n for n in reconstructor.estimate_axes(far)[1])

@@ -143,14 +143,15 @@ def solve_axes(T_ref_source: np.ndarray, answers: np.ndarray) -> tuple[np.ndarra
     sup = np.linalg.lstsq(A, b_sup, rcond=None)[0]
     post = np.linalg.lstsq(A, b_post, rcond=None)[0]
     residual = float(np.sqrt(np.mean(np.concatenate([A @ sup - b_sup, A @ post - b_post]) ** 2)))
-    s = np.linalg.svd(A, compute_uv=False)
+    s = np.linalg.svd(A, compute_uv=False)  # one shot: 2 values, the third is 0
+    conditioning = float(s[-1] / s[0]) if len(s) == 3 else 0.0
     z = sup / max(np.linalg.norm(sup), 1e-9)
     y = post - (post @ z) * z
     y = y / max(np.linalg.norm(y), 1e-9)
     x = np.cross(y, z)
     return np.stack([x, y, z], 1), {
         "residual": residual,
-        "conditioning": float(s[-1] / s[0]),
+        "conditioning": conditioning,
         "superior_norm": float(np.linalg.norm(sup)),
         "posterior_norm": float(np.linalg.norm(post)),
     }

@@ -45,6 +45,10 @@ DEFAULT_GATE = gate.GateLimits()
 #: Above this RMS residual (cosines) the shots' answers about the patient's axes disagree
 #: (`orientation.solve_axes`), and the reconstruction says so.
 ORIENTATION_MAX_RESIDUAL = 0.35
+#: Below this conditioning (the stacked pixel axes' smallest singular value over the largest:
+#: sin(θ/2) for two shots θ apart, 0.71 for an AP and a lateral) the shots look along too
+#: nearly one direction to fix the axes along it, and the reconstruction says so.
+ORIENTATION_MIN_CONDITIONING = 0.2
 
 
 class ShotSetError(ValueError):
@@ -488,6 +492,13 @@ class Reconstructor:
                 f"the shots disagree about the patient's axes (residual {estimate.residual:.2f} "
                 f"> {ORIENTATION_MAX_RESIDUAL}): the levels may be mislabelled; give the "
                 "patient's axes (patient_axes / the listener's patient_orientation_xyzw)"
+            )
+        if estimate.conditioning < ORIENTATION_MIN_CONDITIONING:
+            notes.append(
+                f"the shots look along nearly one direction (conditioning "
+                f"{estimate.conditioning:.2f} < {ORIENTATION_MIN_CONDITIONING}): the patient's "
+                "axes read from them are uncertain; give them (patient_axes / the listener's "
+                "patient_orientation_xyzw) or add a shot from another direction"
             )
         return estimate.R_ref_patient, notes
 

@@ -262,6 +262,13 @@ class ReconstructorNode(LifecycleNode):
                 )
                 for note in recon.notes:
                     self.get_logger().warning(note)
+                if recon.orientation == "reference":  # the listener gives the axes, or asks
+                    self.get_logger().warning(  # for them to be read from the shots
+                        "the shots came without the patient's axes (the listener's "
+                        "patient_orientation: shots), and this node has no orientation "
+                        "estimator (orientation_estimator: none, or its file missing): "
+                        "reference_frame was taken as the patient's axes"
+                    )
                 try:
                     self.on_result(recon)
                 except Exception as error:  # publishing failed: say so, keep the worker

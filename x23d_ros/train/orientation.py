@@ -4,7 +4,7 @@
 Every shot of every case is one sample; its target is the patient's superior and posterior
 axes projected on its pixel axes (`orientation.targets`; the data engine's volumes are in the
 patient's axes, so R_ref_patient is the identity). Each sample is turned by a random angle in
-its plane (0–360°), mirrored half of the time, zoomed by 0.85–1.15 and shifted by up to 8 px,
+its plane (0–360°), mirrored half of the time, zoomed by 0.85–1.15 and shifted by up to 4 px,
 and its target turned and mirrored with it: what the detector's rows do is no cue. Validation:
 the axes solved from the first three shots of each validation case (`orientation.solve_axes`),
 unturned, as the reconstructor will see them; the angle errors of the superior and posterior
