@@ -116,6 +116,31 @@ def test_fluoroscopy_reconstructs_through_the_style_transfer(paired, reconstruct
 
 
 @shipped
+def test_fluoroscopy_in_a_turned_reference_frame_gives_the_same_spine(paired, reconstructor):
+    """#23: the same fluoroscopy shots with `reference_frame` turned by 90° about x and the
+    patient's axes given: adapted and gated once, as they came, then turned; the spine,
+    turned back, is the untouched frame's within 0.5 mm."""
+    from scipy.spatial import cKDTree
+    from scipy.spatial.transform import Rotation
+
+    shots = shot_set_from_case(ShotDataset(paired, "realistic")[0], domain="realistic").shots
+    reference = reconstructor.reconstruct(ShotSet(shots, domain="realistic"))
+    R = Rotation.from_euler("x", 90, degrees=True).as_matrix()
+    T = np.eye(4)
+    T[:3, :3] = R
+    turned = [Shot(s.image, s.K, T @ s.T_ref_source) for s in shots]
+    recon = reconstructor.reconstruct(ShotSet(turned, domain="realistic", patient_axes=R))
+    assert recon.adaptation == reference.adaptation and recon.orientation == "given"
+    assert recon.timings_ms["total"] == pytest.approx(
+        sum(v for k, v in recon.timings_ms.items() if k != "total")
+    )
+    assert sorted(recon.vertebrae) == sorted(reference.vertebrae) and recon.vertebrae
+    for name, v in recon.vertebrae.items():
+        back = v.vertices @ R
+        assert np.median(cKDTree(reference.vertebrae[name].vertices).query(back)[0]) < 0.5
+
+
+@shipped
 def test_the_gate_refuses_what_the_model_cannot_read_each_with_its_reason(paired, reconstructor):
     """All white, an inverted synthetic shot, noise and a photograph: each refused, with
     distinct reasons, before anything is reconstructed."""

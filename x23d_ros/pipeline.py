@@ -465,14 +465,11 @@ class Reconstructor:
         elif R is None:
             orientation = "reference"
         if R is not None and not np.allclose(R, np.eye(3)):
-            recon = self._reconstruct_turned(shot_set, np.asarray(R, float), seed, centres)
-            recon.timings_ms = timings | recon.timings_ms
-            recon.timings_ms["total"] = sum(v for k, v in recon.timings_ms.items() if k != "total")
-            recon.adaptation = adaptation
-            recon.orientation = orientation
-            recon.notes = notes + recon.notes
-            return recon
-        recon = self._reconstruct_here(shot_set, seed, centres, timings, clock)
+            recon = self._reconstruct_turned(
+                shot_set, np.asarray(R, float), seed, centres, timings, clock
+            )
+        else:
+            recon = self._reconstruct_here(shot_set, seed, centres, timings, clock)
         recon.adaptation = adaptation
         recon.orientation = orientation
         recon.notes = notes + recon.notes
@@ -651,7 +648,12 @@ class Reconstructor:
         name = f"style transfer {self.style.path.name} {self.style_sha256[:8]}"
         return replace(shot_set, shots=shots, domain=self.domain), name
 
-    def _reconstruct_turned(self, shot_set, R_ref_patient, seed, centres) -> Reconstruction:
+    def _reconstruct_turned(
+        self, shot_set, R_ref_patient, seed, centres, timings: dict, clock: _Clock
+    ) -> Reconstruction:
+        """`_reconstruct_here` on the shots turned into the patient's axes (R_ref_patient, in
+        the poses' frame), the results turned back. The shots were validated, gated and
+        adapted as they came: a turn changes none of that."""
         geometry.check_pose(_homogeneous(R_ref_patient))
         to_patient = _homogeneous(R_ref_patient.T)
         to_ref = _homogeneous(R_ref_patient)
@@ -659,10 +661,10 @@ class Reconstructor:
             replace(s, T_ref_source=to_patient @ np.asarray(s.T_ref_source, float))
             for s in shot_set.shots
         ]
-        turned = replace(shot_set, shots=shots, patient_axes=np.eye(3))
+        turned = replace(shot_set, shots=shots)
         if centres is not None:
             centres = {n: R_ref_patient.T @ np.asarray(c, float) for n, c in centres.items()}
-        recon = self.reconstruct(turned, seed, centres)
+        recon = self._reconstruct_here(turned, seed, centres, timings, clock)
         recon.patient_axes = R_ref_patient.copy()
         for name, v in recon.vertebrae.items():
             recon.vertebrae[name] = replace(
