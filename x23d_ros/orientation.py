@@ -32,6 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from x23d_ros.model.inputs import area_resized
+
 ORIENTATION_FORMAT = 1
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 DEFAULT_ORIENTATION = WEIGHTS_DIR / "orientation.pt"
@@ -77,10 +79,8 @@ def disk(size: int, device: torch.device | str = "cpu") -> torch.Tensor:
 def normalise(image: torch.Tensor, size: int = INPUT_SIZE) -> torch.Tensor:
     """One shot (H, W) of bone line integrals → (size, size): area-resized (longer side `size`,
     centred on a zero canvas), divided by its 99th percentile, cut to the inscribed disk."""
-    h, w = image.shape
-    scale = size / max(h, w)
-    out = (max(1, round(h * scale)), max(1, round(w * scale)))
-    resized = F.interpolate(image[None, None].float(), size=out, mode="area")[0, 0]
+    resized = area_resized(image.float(), size)
+    out = resized.shape
     canvas = torch.zeros(size, size, dtype=torch.float32, device=image.device)
     top, left = (size - out[0]) // 2, (size - out[1]) // 2
     canvas[top : top + out[0], left : left + out[1]] = resized

@@ -75,13 +75,20 @@ def grid_shape(grid: int | Sequence[int]) -> tuple[int, int, int]:
     return shape  # type: ignore[return-value]
 
 
+def area_resized(image: torch.Tensor, size: int) -> torch.Tensor:
+    """`image` (H, W) area-resized so that its longer side is `size` (the aspect kept)."""
+    h, w = image.shape
+    scale = size / max(h, w)
+    out = (max(1, round(h * scale)), max(1, round(w * scale)))
+    return F.interpolate(image[None, None], size=out, mode="area")[0, 0]
+
+
 def _resized(image: torch.Tensor, K: np.ndarray, size: int) -> tuple[torch.Tensor, np.ndarray]:
     """`image` (H, W) area-resized so that its longer side is `size`, on a zero size² canvas
     (top left), and its K."""
     h, w = image.shape
-    scale = size / max(h, w)
-    out = (max(1, round(h * scale)), max(1, round(w * scale)))
-    resized = F.interpolate(image[None, None], size=out, mode="area")[0, 0]
+    resized = area_resized(image, size)
+    out = resized.shape
     canvas = torch.zeros(size, size, dtype=image.dtype, device=image.device)
     canvas[: out[0], : out[1]] = resized
     return canvas, _scaled_K(K, out[1] / w, out[0] / h)
