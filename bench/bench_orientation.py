@@ -42,7 +42,7 @@ from x23d_ros.anatomy.procedural import GENERATOR_VERSION
 from x23d_ros.data.dataset import ShotDataset
 from x23d_ros.evaluate import evaluate_folder
 from x23d_ros.model.style import StyleTransfer
-from x23d_ros.orientation import OrientationEstimator, angle_deg
+from x23d_ros.orientation import OrientationEstimator, axis_errors_deg
 from x23d_ros.pipeline import Reconstructor
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -76,8 +76,9 @@ def errors(
         poses = item["T_ref_source"].numpy().astype(float)[views]
         estimate = estimator.estimate(images, poses)
         R = estimate.R_ref_patient
-        sup.append(angle_deg(R[:, 2], np.array([0.0, 0.0, 1.0])))
-        post.append(angle_deg(R[:, 1], np.array([0.0, 1.0, 0.0])))
+        s, q = axis_errors_deg(R)
+        sup.append(s)
+        post.append(q)
         residual.append(estimate.residual)
     sup, post = np.array(sup), np.array(post)
 

@@ -188,3 +188,16 @@ def test_shots_along_nearly_one_direction_are_noted(case):
     far = ShotSet([Shot(images[0], K, pose(0)), Shot(images[1], K, pose(90))])
     assert any("nearly one direction" in n for n in reconstructor.estimate_axes(near)[1])
     assert not any("nearly one direction" in n for n in reconstructor.estimate_axes(far)[1])
+
+
+def test_axis_errors_are_the_angles_of_the_superior_and_posterior_axes():
+
+    from x23d_ros.orientation import axis_errors_deg
+
+    about_x = Rotation.from_euler("x", 30, degrees=True).as_matrix()
+    about_z = Rotation.from_euler("z", 30, degrees=True).as_matrix()
+    np.testing.assert_allclose(axis_errors_deg(about_x), (30.0, 30.0), atol=1e-6)
+    np.testing.assert_allclose(axis_errors_deg(about_z), (0.0, 30.0), atol=1e-6)
+    np.testing.assert_allclose(axis_errors_deg(about_z, about_z), (0.0, 0.0), atol=1e-6)
+    flipped = np.diag([1.0, -1.0, -1.0])  # upside down and facing the other way
+    np.testing.assert_allclose(axis_errors_deg(flipped), (180.0, 180.0), atol=1e-6)

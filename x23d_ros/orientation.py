@@ -208,3 +208,10 @@ class OrientationEstimator:
 def angle_deg(a: np.ndarray, b: np.ndarray) -> float:
     """The angle (degrees) between two unit vectors."""
     return float(np.degrees(np.arccos(np.clip(np.dot(a, b), -1.0, 1.0))))
+
+
+def axis_errors_deg(R: np.ndarray, truth: np.ndarray | None = None) -> tuple[float, float]:
+    """How far (degrees) the superior (z) and posterior (y) axes of `R` (columns: the patient's
+    axes in the poses' frame) lie from those of `truth` (default: the poses' own axes)."""
+    truth = np.eye(3) if truth is None else truth
+    return angle_deg(R[:, 2], truth[:, 2]), angle_deg(R[:, 1], truth[:, 1])

@@ -29,7 +29,7 @@ from x23d_ros.orientation import (
     INPUT_SIZE,
     ORIENTATION_FORMAT,
     OrientationNet,
-    angle_deg,
+    axis_errors_deg,
     normalise,
     solve_axes,
     targets,
@@ -93,8 +93,9 @@ def validate(
     sup, post, start = [], [], 0
     for T in poses:
         R, _ = solve_axes(T[:views], answers[start : start + views])
-        sup.append(angle_deg(R[:, 2], np.array([0.0, 0.0, 1.0])))
-        post.append(angle_deg(R[:, 1], np.array([0.0, 1.0, 0.0])))
+        s, q = axis_errors_deg(R)
+        sup.append(s)
+        post.append(q)
         start += T.shape[0]
     net.train()
     sup, post = np.array(sup), np.array(post)
