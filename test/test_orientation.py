@@ -11,6 +11,7 @@ from x23d_ros.orientation import (
     DEFAULT_ORIENTATION,
     OrientationEstimator,
     angle_deg,
+    axis_errors_deg,
     solve_axes,
     targets,
 )
@@ -191,9 +192,6 @@ def test_shots_along_nearly_one_direction_are_noted(case):
 
 
 def test_axis_errors_are_the_angles_of_the_superior_and_posterior_axes():
-
-    from x23d_ros.orientation import axis_errors_deg
-
     about_x = Rotation.from_euler("x", 30, degrees=True).as_matrix()
     about_z = Rotation.from_euler("z", 30, degrees=True).as_matrix()
     np.testing.assert_allclose(axis_errors_deg(about_x), (30.0, 30.0), atol=1e-6)
