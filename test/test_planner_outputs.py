@@ -116,6 +116,13 @@ def test_a_late_volatile_planner_gets_every_vertebra_and_reset_removes_them(
     )
     probe = _planner(ros_domain_id)
     try:
+        # A process that starts tells a planner that matches it to REMOVE every id of this
+        # package: what a crashed predecessor left in the planning scene goes, before any
+        # reconstruction.
+        assert probe.spin_until(
+            lambda: sorted(o.id for o in probe.objects if o.operation[0] == REMOVE) == IDS, 60
+        ), [(o.id, o.operation) for o in probe.objects]
+        assert not [o for o in probe.objects if o.operation[0] != REMOVE]
         _send_three(probe, case)
         assert probe.spin_until(
             lambda: probe.clouds and len(probe.meshes) == 5 and probe.frames, 180

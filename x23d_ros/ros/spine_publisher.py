@@ -320,13 +320,22 @@ class SpinePublisher(Node):
         self.frames_sent = children
 
     def _on_collision_match(self, info: QoSPublisherMatchedInfo) -> None:
-        """MoveIt's planning scene subscribes volatile: re-send the objects to a new match."""
+        """MoveIt's planning scene subscribes volatile: to a new match, REMOVE every object id
+        of this package that this process does not hold now, then re-send the ones it holds.
+        A process that died (SIGKILL, power) could not remove its objects; a planner keeps
+        them until told otherwise, so a restarted process clears them as soon as the planner
+        matches it, before any reconstruction (a planner may log that an id it never had
+        cannot be removed)."""
         if info.current_count_change <= 0:
             return
         with self._lock:
-            if not self.active or not self.objects:
-                return
-            for message in self.objects.values():
+            held = self.objects if self.active else {}
+            ids = [f"{self.p.object_id_prefix}{name}" for name in LEVELS]
+            stale = [i for i in ids if i not in held]
+            stamp = self.get_clock().now().to_msg()
+            for message in ps.removals(stale, self.p.reference_frame, stamp):
+                self.collision.publish(message)
+            for message in held.values():
                 self.collision.publish(message)
             self.resent += 1
 
