@@ -1,9 +1,10 @@
 """A `Reconstruction` as planners consume it: MoveIt collision objects and static TF frames.
 
 - `collision_objects`: one moveit_msgs/CollisionObject per vertebra, `id` = `<prefix>L1` …,
-  operation ADD. The object's pose is the identity in `frame_id`, so its mesh is the very mesh
-  of `/x23d/spine/<level>/mesh` (metres, `frame_id`), and its subframes are poses in `frame_id`
-  too. MoveIt addresses a subframe as `<id>/<name>`.
+  operation ADD. The object's pose is the identity in `frame_id`, so its mesh (metres) lies where
+  `/x23d/spine/<level>/mesh` does: the padded, decimated `collision_meshes` one when those
+  apply, else that very mesh; its subframes are poses in `frame_id` too. MoveIt addresses a
+  subframe as `<id>/<name>`.
 - `collision_meshes`: the meshes a planner collides with: each level's surface decimated to
   a triangle budget and padded outwards (`surface.collision_mesh`); the visual meshes
   (`/x23d/spine/<level>/mesh`, markers) stay as reconstructed.
