@@ -6,7 +6,9 @@ Reconstructs the first `--cases` cases of two held-out sets of `bench/bench_mode
 (procedural-2, spine-centred; real-shapes-1-val, level-centred; 3 views), makes each
 vertebra's collision mesh (`surface.collision_mesh`, the publisher's settings: 2 mm, 2000
 triangles) and measures how deep every visual vertex lies inside it (open3d's signed
-distance), the triangles, the time, and how often it fell back to the padded hull.
+distance), the triangles, and how often it fell back to the padded hull; and the time of the
+publisher's own call for a spine (`planner_scene.collision_meshes`: one level a thread, on
+all cores and on one).
 
 Writes bench/results/collision.json and .md.
 """
@@ -32,6 +34,7 @@ from bench_model import heldout, shot_size  # noqa: E402
 from x23d_ros import surface  # noqa: E402
 from x23d_ros.data.dataset import ShotDataset  # noqa: E402
 from x23d_ros.pipeline import Reconstructor, ShotSetError, shot_set_from_case  # noqa: E402
+from x23d_ros.ros import planner_scene as ps  # noqa: E402
 
 RESULTS = HERE / "results"
 
@@ -49,7 +52,7 @@ def main() -> None:
         "procedural-2, spine-centred": heldout(8, size),
         "real-shapes-1-val, level-centred": heldout(8, size, "level", 3, "real-shapes-1-val"),
     }
-    rows, seconds, fallbacks, refused = [], [], 0, []
+    rows, seconds, seconds_one, fallbacks, refused = [], [], [], 0, []
     for name, folder in sets.items():
         data = ShotDataset(folder)
         for case in range(min(args.cases, len(data))):
@@ -58,7 +61,13 @@ def main() -> None:
             except ShotSetError as error:  # the gate refused the set: nothing to pad
                 refused.append(f"{name}, case {case}: {error}")
                 continue
+            # The publisher's own call, timed: one level a thread, one thread a core.
             start = time.perf_counter()
+            ps.collision_meshes(recon, args.padding_mm, args.max_triangles)
+            seconds.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            ps.collision_meshes(recon, args.padding_mm, args.max_triangles, threads=1)
+            seconds_one.append(time.perf_counter() - start)
             for level, v in recon.vertebrae.items():
                 with warnings.catch_warnings(record=True) as caught:
                     warnings.simplefilter("always", surface.CollisionFallbackWarning)
@@ -77,7 +86,6 @@ def main() -> None:
                         "triangles": len(cf),
                     }
                 )
-            seconds.append(time.perf_counter() - start)
     mins = np.array([r["min_mm"] for r in rows])
     medians = np.array([r["median_mm"] for r in rows])
     result = {
@@ -95,6 +103,8 @@ def main() -> None:
         "most_triangles": max(r["triangles"] for r in rows),
         "seconds_per_spine_median": float(np.median(seconds)),
         "seconds_per_spine_max": float(np.max(seconds)),
+        "seconds_per_spine_one_thread_median": float(np.median(seconds_one)),
+        "seconds_per_spine_one_thread_max": float(np.max(seconds_one)),
         "rows": rows,
     }
     RESULTS.mkdir(exist_ok=True)
@@ -117,6 +127,9 @@ def main() -> None:
         f"| most triangles | {result['most_triangles']} |",
         f"| seconds for a spine's collision meshes (median, max) | "
         f"{result['seconds_per_spine_median']:.2f}, {result['seconds_per_spine_max']:.2f} |",
+        f"| the same on one thread (median, max) | "
+        f"{result['seconds_per_spine_one_thread_median']:.2f}, "
+        f"{result['seconds_per_spine_one_thread_max']:.2f} |",
         "",
     ]
     (RESULTS / "collision.md").write_text("\n".join(md))
