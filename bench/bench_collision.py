@@ -7,8 +7,8 @@ Reconstructs the first `--cases` cases of two held-out sets of `bench/bench_mode
 vertebra's collision mesh (`surface.collision_mesh`, the publisher's settings: 2 mm, 2000
 triangles) and measures how deep every visual vertex lies inside it (open3d's signed
 distance), the triangles, and how often it fell back to the padded hull; and the time of the
-publisher's own call for a spine (`planner_scene.collision_meshes`: one level a thread, on
-all cores and on one).
+publisher's own call for a spine (`planner_scene.collision_meshes`, timed apart from the
+margins' measurement).
 
 Writes bench/results/collision.json and .md.
 """
@@ -52,7 +52,7 @@ def main() -> None:
         "procedural-2, spine-centred": heldout(8, size),
         "real-shapes-1-val, level-centred": heldout(8, size, "level", 3, "real-shapes-1-val"),
     }
-    rows, seconds, seconds_one, fallbacks, refused = [], [], [], 0, []
+    rows, seconds, fallbacks, refused = [], [], 0, []
     for name, folder in sets.items():
         data = ShotDataset(folder)
         for case in range(min(args.cases, len(data))):
@@ -61,13 +61,10 @@ def main() -> None:
             except ShotSetError as error:  # the gate refused the set: nothing to pad
                 refused.append(f"{name}, case {case}: {error}")
                 continue
-            # The publisher's own call, timed: one level a thread, one thread a core.
+            # The publisher's own call, timed (the margins below are measured apart from it).
             start = time.perf_counter()
             ps.collision_meshes(recon, args.padding_mm, args.max_triangles)
             seconds.append(time.perf_counter() - start)
-            start = time.perf_counter()
-            ps.collision_meshes(recon, args.padding_mm, args.max_triangles, threads=1)
-            seconds_one.append(time.perf_counter() - start)
             for level, v in recon.vertebrae.items():
                 with warnings.catch_warnings(record=True) as caught:
                     warnings.simplefilter("always", surface.CollisionFallbackWarning)
@@ -103,8 +100,6 @@ def main() -> None:
         "most_triangles": max(r["triangles"] for r in rows),
         "seconds_per_spine_median": float(np.median(seconds)),
         "seconds_per_spine_max": float(np.max(seconds)),
-        "seconds_per_spine_one_thread_median": float(np.median(seconds_one)),
-        "seconds_per_spine_one_thread_max": float(np.max(seconds_one)),
         "rows": rows,
     }
     RESULTS.mkdir(exist_ok=True)
@@ -127,9 +122,6 @@ def main() -> None:
         f"| most triangles | {result['most_triangles']} |",
         f"| seconds for a spine's collision meshes (median, max) | "
         f"{result['seconds_per_spine_median']:.2f}, {result['seconds_per_spine_max']:.2f} |",
-        f"| the same on one thread (median, max) | "
-        f"{result['seconds_per_spine_one_thread_median']:.2f}, "
-        f"{result['seconds_per_spine_one_thread_max']:.2f} |",
         "",
     ]
     (RESULTS / "collision.md").write_text("\n".join(md))
