@@ -91,6 +91,9 @@ def test_the_shipped_network_reads_the_axes_of_a_simulated_case(case):
     T[:3, :3] = Q
     turned = estimator.estimate(images, np.stack([T @ P for P in poses]))
     np.testing.assert_allclose(turned.R_ref_patient, Q @ R, atol=1e-6)
+    # It reads these shots: its answers are near unit length, above the gate's limit.
+    assert estimate.answer_length > 0.8
+    assert turned.answer_length == pytest.approx(estimate.answer_length, abs=1e-9)
     geometry.check_pose(np.block([[R, np.zeros((3, 1))], [np.zeros((1, 3)), np.ones((1, 1))]]))
 
 
@@ -111,24 +114,39 @@ def test_the_estimators_turns_are_booked_as_the_training_books_them():
 
 
 @pytest.mark.skipif(not DEFAULT_ORIENTATION.is_file(), reason="no shipped orientation network")
-def test_a_shot_upside_down_is_told_by_the_residual_and_noted(case):
+def test_a_shot_upside_down_is_refused_and_without_the_gate_noted(case):
     """A driver that hands over one frame upside down (rows reversed, the pose unchanged):
-    that shot's answers contradict the others, the fit's residual passes the limit, and the
-    reconstruction carries a note. (Measured on 8 real-shape cases: 0.36–0.49 with one of
-    three shots flipped, against at most 0.24 on the 168 held-out cases.)"""
-    from x23d_ros.pipeline import ORIENTATION_MAX_RESIDUAL, Reconstructor, Shot, ShotSet
+    that shot's answers contradict the others, so the fitted axes come out short (0.40 here)
+    and the residual passes its limit (measured on 8 real-shape cases: 0.36–0.49 with one of
+    three shots flipped, against at most 0.24 on the 168 held-out cases). The gate refuses
+    the set (`orientation_unsure`); without the gate the reconstruction carries notes."""
+    from x23d_ros.pipeline import (
+        ORIENTATION_MAX_RESIDUAL,
+        GateRefusedError,
+        Reconstructor,
+        Shot,
+        ShotSet,
+    )
 
     estimator = OrientationEstimator()
     images = [i.numpy() for i in case["images"]]
     poses = case["T_ref_source"].numpy().astype(float)
     assert estimator.estimate(images, poses).residual < ORIENTATION_MAX_RESIDUAL
     flipped = [np.flipud(images[0]).copy(), *images[1:]]
-    assert estimator.estimate(flipped, poses).residual > ORIENTATION_MAX_RESIDUAL
-    recon = Reconstructor(points_per_vertebra=100, orientation="default").reconstruct(
-        ShotSet([Shot(i, k.numpy(), p) for i, k, p in zip(flipped, case["K"], poses, strict=True)])
+    estimate = estimator.estimate(flipped, poses)
+    assert estimate.residual > ORIENTATION_MAX_RESIDUAL and estimate.answer_length < 0.5
+    shots = ShotSet(
+        [Shot(i, k.numpy(), p) for i, k, p in zip(flipped, case["K"], poses, strict=True)]
     )
+    with pytest.raises(GateRefusedError) as refused:
+        Reconstructor(orientation="default").reconstruct(shots)
+    assert refused.value.reason == "orientation_unsure"
+    recon = Reconstructor(
+        points_per_vertebra=100, orientation="default", gate_limits=None
+    ).reconstruct(shots)
     assert recon.orientation == "estimated"
     assert any("disagree about the patient's axes" in n for n in recon.notes)
+    assert any("cannot read the patient's axes" in n for n in recon.notes)
 
 
 def test_the_targets_are_what_the_projection_does_to_a_direction():
@@ -199,3 +217,33 @@ def test_axis_errors_are_the_angles_of_the_superior_and_posterior_axes():
     np.testing.assert_allclose(axis_errors_deg(about_z, about_z), (0.0, 0.0), atol=1e-6)
     flipped = np.diag([1.0, -1.0, -1.0])  # upside down and facing the other way
     np.testing.assert_allclose(axis_errors_deg(flipped), (180.0, 180.0), atol=1e-6)
+
+
+def test_answers_too_short_to_read_refuse_the_set_and_without_the_gate_are_noted(case):
+    """The shipped estimator on the simulated case answers near unit length (above); with a
+    limit above what it answers, the reconstruction is refused for `orientation_unsure` before
+    anything runs, and with the gate off it goes on with a note. The answer length is the
+    shorter fitted axis: answers shrunk by half give axes half as long."""
+    from x23d_ros import gate
+    from x23d_ros.pipeline import GateRefusedError, Reconstructor, shot_set_from_case
+
+    poses = case["T_ref_source"].numpy().astype(float)
+    answers = np.stack([targets(T, np.eye(3)) for T in poses])
+    assert solve_axes(poses, answers)[1]["superior_norm"] == pytest.approx(1.0, abs=1e-6)
+    half = solve_axes(poses, 0.5 * answers)[1]
+    assert half["superior_norm"] == pytest.approx(0.5) and half["posterior_norm"] == pytest.approx(
+        0.5
+    )
+
+    shots = shot_set_from_case(case, [0, 1, 2])
+    strict = gate.GateLimits(min_orientation_answer=1.5)
+    reconstructor = Reconstructor(orientation="default", gate_limits=strict)
+    with pytest.raises(GateRefusedError) as refused:
+        reconstructor.reconstruct(shots)
+    assert refused.value.reason == "orientation_unsure"
+    assert "give them" in str(refused.value) and "the shots are kept" in str(refused.value)
+    ungated = Reconstructor(orientation="default", gate_limits=None, points_per_vertebra=100)
+    recon = ungated.reconstruct(shots)
+    assert recon.orientation == "estimated"
+    assert not any("orientation estimator" in n for n in recon.notes)  # 0.5: it reads these
+    assert Reconstructor(orientation="default").estimate_axes(shots)[1] == []

