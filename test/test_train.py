@@ -264,3 +264,20 @@ def test_a_config_with_a_box_grid_survives_its_json():
     assert again.grid == (64, 64, 48) and again == cfg
     with pytest.raises(ValueError, match="pose_jitter_pivot"):
         TrainConfig(data="d", out="o", pose_jitter_pivot="detector")
+
+
+def test_bf16_is_used_only_where_the_cpu_does_it_natively(caplog):
+    """The config's bf16 asks; a CPU without avx512_bf16 or amx_bf16 would emulate it (about
+    60 times slower, measured), so training goes on in fp32 and says so."""
+    from x23d_ros.train.loop import cpu_has_bf16, use_bf16
+
+    avx2 = "processor\t: 0\nflags\t\t: fpu sse sse2 avx avx2 fma\n"
+    amx = "processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n"
+    assert not cpu_has_bf16(avx2) and cpu_has_bf16(amx)
+    cpu = torch.device("cpu")
+    with caplog.at_level("WARNING"):
+        assert use_bf16(True, cpu, avx2) is False
+    assert "no native bf16" in caplog.text
+    assert use_bf16(True, cpu, amx) is True
+    assert use_bf16(False, cpu, amx) is False
+    assert use_bf16(False, torch.device("cuda"), avx2) is True  # a GPU always

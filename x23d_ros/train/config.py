@@ -70,7 +70,8 @@ class TrainConfig:
     crop_source: str = "native"
     levels_per_step: int = 2  # fine stage: vertebrae of one case per step
     # bf16 autocast on the CPU (a GPU always uses it): faster only where the processor has
-    # bf16 matrix units (AMX); measure before turning it on.
+    # bf16 matrix units (AMX); measure before turning it on. Ignored (fp32, logged) on a CPU
+    # without native bf16 (`loop.cpu_has_bf16`): emulated, it is about 60 times slower.
     bf16: bool = False
     net: NetConfig = field(default_factory=lambda: default_net("coarse"))
     # Where a new run starts from (no checkpoint yet): a run's checkpoint.pt, or a weights

@@ -36,6 +36,7 @@ from tqdm import tqdm
 
 from x23d_ros.data.shards import list_cases
 from x23d_ros.model.style import STYLE_FORMAT, StyleConfig, StyleNet
+from x23d_ros.train.loop import use_bf16
 from x23d_ros.xray.realistic import field_mask
 
 log = logging.getLogger(__name__)
@@ -193,10 +194,11 @@ def train_style(cfg: StyleTrainConfig) -> Path:
     val = PairedShots(cfg.val) if cfg.val else None
     start = time.perf_counter()
     bar = tqdm(total=cfg.steps, initial=step, desc="style", unit="step")
+    bf16 = use_bf16(cfg.bf16, torch.device("cpu"))
     with open(out / "log.jsonl", "a") as log_file:
         while step < cfg.steps:
             x, y, dark = sample_batch(pairs, cfg, rng)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                 pred = net(x, bone_dark=dark)  # the U-Net learns from the true polarity
                 logit = net.bone_dark_logit(x)
             polarity = F.binary_cross_entropy_with_logits(logit.float(), dark.float())
