@@ -58,6 +58,17 @@ class Probe:
             60,
         ), "the listener never subscribed"
 
+    def wait_until_warm(self) -> None:
+        """The listener subscribed and the networks warmed up (diagnostics say `warm_up_ms`)."""
+        self.wait_for_listener()
+        assert self.spin_until(lambda: self.latest_diagnostics().get("warm_up_ms"), 120)
+
+    def subscribe_sessions(self) -> list[DiagnosticArray]:
+        """The latched `/x23d/session` records, appended as they come."""
+        records: list[DiagnosticArray] = []
+        self.node.create_subscription(DiagnosticArray, SESSION_TOPIC, records.append, LATCHED)
+        return records
+
     def send(
         self,
         case: dict,
@@ -366,13 +377,11 @@ def test_a_reset_during_a_reconstruction_publishes_nothing_of_the_old_session(
     log = open(tmp_path / "bringup.log", "w")  # noqa: SIM115
     process = start_test_bringup(env, tmp_path / "sessions", log, threads=1)
     probe = Probe(ros_domain_id)
-    sessions: list[DiagnosticArray] = []
-    probe.node.create_subscription(DiagnosticArray, SESSION_TOPIC, sessions.append, LATCHED)
+    sessions = probe.subscribe_sessions()
     reset = probe.node.create_client(Trigger, "/x23d/reset")
     started = time.time()
     try:
-        probe.wait_for_listener()
-        assert probe.spin_until(lambda: probe.latest_diagnostics().get("warm_up_ms"), 120)
+        probe.wait_until_warm()
         first = probe.latest_diagnostics()["session"]
         for i, stamp_s in enumerate((100, 101)):
             probe.send(case, i, stamp_s)
@@ -464,11 +473,9 @@ def test_the_patient_axes_read_from_the_shots_in_a_turned_reference_frame(
         orientation_estimator="default",
     )
     probe = Probe(ros_domain_id)
-    sessions: list[DiagnosticArray] = []
-    probe.node.create_subscription(DiagnosticArray, SESSION_TOPIC, sessions.append, LATCHED)
+    sessions = probe.subscribe_sessions()
     try:
-        probe.wait_for_listener()
-        assert probe.spin_until(lambda: probe.latest_diagnostics().get("warm_up_ms"), 120)
+        probe.wait_until_warm()
         for i in range(3):
             probe.send(case, i, 300 + i, turn=turn)
         assert probe.spin_until(lambda: any(len(c.data) for c in probe.clouds), 180), (
@@ -551,19 +558,15 @@ def test_a_crash_mid_reconstruction_resumes_the_same_shots_and_publishes_under_t
     """#23: SIGKILL while the reconstruction runs (one thread: it takes seconds); after a
     restart the process resumes the session's three shots, reconstructs them without being
     asked and publishes the spine under the same session id."""
-    from x23d_ros.ros.spine_publisher import SESSION_TOPIC
-
     env = isolated_ros_env(ros_domain_id)
     sessions_dir = tmp_path / "sessions"
     log_path = tmp_path / "bringup.log"
     log = open(log_path, "w")  # noqa: SIM115 (two processes write it in turn)
     process = start_test_bringup(env, sessions_dir, log, threads=1)
     probe = Probe(ros_domain_id)
-    records: list[DiagnosticArray] = []
-    probe.node.create_subscription(DiagnosticArray, SESSION_TOPIC, records.append, LATCHED)
+    records = probe.subscribe_sessions()
     try:
-        probe.wait_for_listener()
-        assert probe.spin_until(lambda: probe.latest_diagnostics().get("warm_up_ms"), 120)
+        probe.wait_until_warm()
         first = probe.latest_diagnostics()["session"]
         for i in range(3):
             probe.send(case, i, 500 + i)
@@ -625,8 +628,7 @@ def test_fluoroscopy_frames_go_through_the_style_transfer_and_the_gate_refuses_n
     probe = Probe(ros_domain_id)
     reset = probe.node.create_client(Trigger, "/x23d/reset")
     try:
-        probe.wait_for_listener()
-        assert probe.spin_until(lambda: probe.latest_diagnostics().get("warm_up_ms"), 120)
+        probe.wait_until_warm()
         for i, stamp_s in enumerate((100, 101, 102)):
             probe.send(noise, i, stamp_s)
         assert probe.spin_until(
