@@ -486,9 +486,7 @@ class Reconstructor:
             np.stack([np.asarray(s.T_ref_source, float) for s in shot_set.shots]),
         )
         notes = []
-        limit = gate.GateLimits().min_orientation_answer
-        if self.gate_limits is not None:
-            limit = self.gate_limits.min_orientation_answer
+        limit = (self.gate_limits or DEFAULT_GATE).min_orientation_answer
         if estimate.answer_length < limit:
             problem = gate.Problem(
                 "orientation_unsure", f"answer length {estimate.answer_length:.2f} < {limit}"

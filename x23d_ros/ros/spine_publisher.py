@@ -330,7 +330,7 @@ class SpinePublisher(Node):
             return
         with self._lock:
             held = self.objects if self.active else {}
-            ids = [f"{self.p.object_id_prefix}{name}" for name in LEVELS]
+            ids = [ps.object_id(self.p.object_id_prefix, name) for name in LEVELS]
             stale = [i for i in ids if i not in held]
             stamp = self.get_clock().now().to_msg()
             for message in ps.removals(stale, self.p.reference_frame, stamp):
