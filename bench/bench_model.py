@@ -249,6 +249,15 @@ def fine_grid_ceiling(data: Path, spacing_mm: float, grid: int | list[int]) -> d
     return summarise(per_case)
 
 
+def row(r: dict, refused: bool = True) -> dict:
+    """A table row of `evaluate_folder`'s result `r`: its means, its levels and (where a
+    product's answer is scored) its refusals."""
+    out = {"mean": r["mean"], "per_level": r["per_level"]}
+    if refused:
+        out["refused"] = r["refused"]
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--weights", default="default")
@@ -302,16 +311,16 @@ def main() -> None:
     # its order.
     first = "3 views (AP + lateral + oblique)"
     r = evaluate_folder(reconstructor, data, VIEW_SETS[first], "synthetic")
-    early = {first: {"mean": r["mean"], "per_level": r["per_level"], "refused": r["refused"]}}
+    early = {first: row(r)}
     print(first, json.dumps(r["mean"]), flush=True)
     real = heldout(8 if args.quick else 24, size, "level", 3, "real-shapes-1-val")
     r = evaluate_folder(reconstructor, real, [0, 1, 2], "synthetic")
     key = "3 views (AP + lateral + oblique), real vertebra shapes, held-out persons"
-    real_rows = {key: {"mean": r["mean"], "per_level": r["per_level"], "refused": r["refused"]}}
+    real_rows = {key: row(r)}
     print(key, json.dumps(r["mean"]), flush=True)
     r = evaluate_folder(reconstructor, real, [0, 1, 2], "synthetic", placement="truth")
     key_truth = "3 views, real vertebra shapes, held-out persons, fine grids on the true boxes"
-    real_rows[key_truth] = {"mean": r["mean"], "per_level": r["per_level"]}
+    real_rows[key_truth] = row(r, refused=False)
     result["heldout_real"] = {"seed": HELDOUT_REAL_SEED, "cases": r["cases"], "path": str(real)}
     print(key_truth, json.dumps(r["mean"]), flush=True)
     for name, indices in VIEW_SETS.items():
@@ -319,24 +328,20 @@ def main() -> None:
             result["views"][name] = early[name]
             continue
         r = evaluate_folder(reconstructor, data, indices, "synthetic")
-        result["views"][name] = {
-            "mean": r["mean"],
-            "per_level": r["per_level"],
-            "refused": r["refused"],
-        }
+        result["views"][name] = row(r)
         print(name, json.dumps(r["mean"]), flush=True)
 
     # Where accuracy is lost: the fine stage alone (on the true boxes), and what its grid
     # allows at best (the ground truth through it).
     r = evaluate_folder(reconstructor, data, [0, 1, 2], "synthetic", placement="truth")
     key = "3 views (AP + lateral + oblique), fine grids on the true boxes"
-    result["views"][key] = {"mean": r["mean"], "per_level": r["per_level"]}
+    result["views"][key] = row(r, refused=False)
     print(key, json.dumps(r["mean"]), flush=True)
     fine = reconstructor.fine_cfg
     r = fine_grid_ceiling(data, fine["spacing_mm"], fine["grid"])
     shape = "×".join(str(n) for n in grid_shape(fine["grid"]))
     key = f"ceiling: the truth through the fine grid ({shape}, {fine['spacing_mm']} mm)"
-    result["views"][key] = {"mean": r["mean"], "per_level": r["per_level"]}
+    result["views"][key] = row(r, refused=False)
     print(key, json.dumps(r["mean"]), flush=True)
 
     # What the second, re-centred fine pass buys (it doubles the fine stage's time).
@@ -345,7 +350,7 @@ def main() -> None:
     r = evaluate_folder(reconstructor, data, [0, 1, 2], "synthetic")
     reconstructor.refine = refine
     key = "3 views (AP + lateral + oblique), " + ("single pass" if refine else "refined")
-    result["views"][key] = {"mean": r["mean"], "per_level": r["per_level"]}
+    result["views"][key] = row(r, refused=False)
     print(key, json.dumps(r["mean"]), flush=True)
 
     # Level labelling when the shots centre on any lumbar level (the field of view may miss
@@ -353,7 +358,7 @@ def main() -> None:
     off = heldout(8 if args.quick else 24, size, "level", views=3)
     r = evaluate_folder(reconstructor, off, [0, 1, 2], "synthetic")
     key = "3 views (AP + lateral + oblique), shots centred on a random level"
-    result["views"][key] = {"mean": r["mean"], "per_level": r["per_level"], "refused": r["refused"]}
+    result["views"][key] = row(r)
     result["heldout_level"] = {"seed": HELDOUT_LEVEL_SEED, "cases": r["cases"], "path": str(off)}
     print(key, json.dumps(r["mean"]), flush=True)
 
@@ -361,7 +366,7 @@ def main() -> None:
     p3 = heldout(8 if args.quick else 24, size, "level", 3, "procedural-3")
     r = evaluate_folder(reconstructor, p3, [0, 1, 2], "synthetic")
     key = "3 views (AP + lateral + oblique), procedural-3: bone density by age, cut scan ranges"
-    result["views"][key] = {"mean": r["mean"], "per_level": r["per_level"], "refused": r["refused"]}
+    result["views"][key] = row(r)
     result["heldout_p3"] = {"seed": HELDOUT_P3_SEED, "cases": r["cases"], "path": str(p3)}
     print(key, json.dumps(r["mean"]), flush=True)
 
@@ -381,11 +386,7 @@ def main() -> None:
         folder = heldout(8 if args.quick else n, size, centring, 3, "real-shapes-1-val", scan_cut)
         r = evaluate_folder(reconstructor, folder, [0, 1, 2], "synthetic")
         key = f"3 views (AP + lateral + oblique), real vertebra shapes, held-out persons, {name}"
-        result["views"][key] = {
-            "mean": r["mean"],
-            "per_level": r["per_level"],
-            "refused": r["refused"],
-        }
+        result["views"][key] = row(r)
         result[field] = {"seed": seed, "cases": r["cases"], "path": str(folder)}
         print(key, json.dumps(r["mean"]), flush=True)
 
