@@ -49,6 +49,14 @@ def test_an_interrupted_run_resumes_to_the_same_weights(shards, tmp_path):
     assert [r["step"] for r in rows if "loss" in r] == [1, 2, 3, 4, 5]
     assert set(rows[-1]["val"]) >= {"f1", "assd_mm", "hd95_mm", "centre_err_mm", "surface_1mm"}
     assert (resumed / "curve.png").stat().st_size > 5_000
+    # A line every 5 steps carries the mean loss of those 5 steps (the same run, logged sparser).
+    sparse = _config(shards, tmp_path / "sparse", 5)
+    sparse.log_every = 5
+    every = [json.loads(line) for line in (straight / "log.jsonl").read_text().splitlines()]
+    last = [json.loads(line) for line in (train(sparse) / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in last if "loss" in r] == [5]
+    assert last[-1]["loss"] == pytest.approx(every[-1]["loss"], rel=1e-5)
+    assert last[-1]["loss_mean"] == pytest.approx(np.mean([r["loss"] for r in every]), rel=1e-5)
 
 
 def test_the_fine_stage_trains_on_vertebra_crops_and_exports_with_the_coarse(shards, tmp_path):

@@ -13,7 +13,9 @@ def plot_curve(log_path: Path, png: Path) -> None:
     import matplotlib.pyplot as plt
 
     rows = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
-    losses = [(r["step"], r["loss"]) for r in rows if "loss" in r]
+    # The mean over the steps since the line before, where the log has it (one batch's loss
+    # is noisy); older logs hold the single batch's only.
+    losses = [(r["step"], r.get("loss_mean", r["loss"])) for r in rows if "loss" in r]
     vals = [(r["step"], r["val"]["f1"]) for r in rows if "val" in r]
     fig, ax = plt.subplots(figsize=(6, 3.5))
     if losses:

@@ -124,6 +124,7 @@ def train(cfg: TrainConfig) -> Path:
     bar = tqdm(total=cfg.steps, initial=step, desc="train", unit="step", disable=rank != 0)
     start = time.perf_counter()
     log_file = open(out / "log.jsonl", "a") if rank == 0 else None  # noqa: SIM115
+    since_log: list[float] = []  # losses of the steps since the last logged line
     bf16 = use_bf16(cfg.bf16, device)
     try:
         while step < cfg.steps:
@@ -152,15 +153,20 @@ def train(cfg: TrainConfig) -> Path:
                     _save(checkpoint, model, optimiser, step, rngs)
             if log_file is None:
                 continue
+            since_log.append(loss.item())
             record: dict = {}
             if step % cfg.log_every == 0 or step == cfg.steps:
+                # One batch's loss is noisy (2 levels, augmented); the mean of the steps since
+                # the last line is what shows a trend.
                 record = {
                     "step": step,
-                    "loss": loss.item(),
+                    "loss": since_log[-1],
+                    "loss_mean": sum(since_log) / len(since_log),
                     "lr": learning_rate(cfg, step - 1),
                     "seconds": round(time.perf_counter() - start, 1),
                     "world_size": world,
                 }
+                since_log = []
             if val is not None and (step % cfg.val_every == 0 or step == cfg.steps):
                 record = {**record, "step": step, "val": validate(model, val, cfg, device)["mean"]}
             if record:
