@@ -124,7 +124,7 @@ def train(cfg: TrainConfig) -> Path:
     bar = tqdm(total=cfg.steps, initial=step, desc="train", unit="step", disable=rank != 0)
     start = time.perf_counter()
     log_file = open(out / "log.jsonl", "a") if rank == 0 else None  # noqa: SIM115
-    since_log: list[float] = []  # losses of the steps since the last logged line
+    since_log: list[torch.Tensor] = []  # losses of the steps since the last logged line
     bf16 = use_bf16(cfg.bf16, device)
     try:
         while step < cfg.steps:
@@ -153,15 +153,15 @@ def train(cfg: TrainConfig) -> Path:
                     _save(checkpoint, model, optimiser, step, rngs)
             if log_file is None:
                 continue
-            since_log.append(loss.item())
+            since_log.append(loss.detach())  # no .item() a step: no device sync
             record: dict = {}
             if step % cfg.log_every == 0 or step == cfg.steps:
                 # One batch's loss is noisy (2 levels, augmented); the mean of the steps since
                 # the last line is what shows a trend.
                 record = {
                     "step": step,
-                    "loss": since_log[-1],
-                    "loss_mean": sum(since_log) / len(since_log),
+                    "loss": loss.item(),
+                    "loss_mean": torch.stack(since_log).float().mean().item(),
                     "lr": learning_rate(cfg, step - 1),
                     "seconds": round(time.perf_counter() - start, 1),
                     "world_size": world,
