@@ -66,7 +66,9 @@ SHOT_PX = 320
 
 def paired_heldout(generator: str, cases: int) -> Path:
     seed = SETS[generator]
-    out = CACHE / f"paired_{generator}_s{seed}_n{cases}_{SHOT_PX}px_level_v3"
+    # "uncut": fluoroscopy shows the whole patient (`SimulateConfig.scan_cut`); the sets made
+    # before that rule had a quarter of their bodies cut and are not reused.
+    out = CACHE / f"paired_{generator}_s{seed}_n{cases}_{SHOT_PX}px_level_v3_uncut"
     simulate(
         SimulateConfig(
             out=out,

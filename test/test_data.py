@@ -146,3 +146,26 @@ def test_scan_cut_overrides_the_generators_chance_and_changes_nothing_else():
     assert kinds == {False: True, True: True}  # seeds 0-7 draw both kinds
     with pytest.raises(ValueError, match="scan_cut"):
         SimulateConfig(out=".", cases=1, views=2, seed=0, scan_cut="sometimes")
+
+
+def test_fluoroscopy_shows_the_whole_patient_so_its_spines_are_never_cut(tmp_path):
+    from x23d_ros.data.simulate import procedural_spine, simulate_case
+
+    cut = next(  # a case the generator cuts (seeds 0-7 draw both kinds, test above)
+        i
+        for i in range(8)
+        if "scan_cut_z_mm"
+        in procedural_spine(np.random.default_rng([5, i]), 3.0, "procedural-3").meta
+    )
+    small = dict(out=tmp_path, cases=1, views=2, seed=5, image_size=48, spacing_mm=3.0)
+    only = SimulateConfig(**small, generator="procedural-3", domains=("synthetic",))
+    both = SimulateConfig(**small, generator="procedural-3")
+    assert (only.scan_cut, both.scan_cut) == ("generator", "never")
+    drawn, _, _ = simulate_case(cut, only)
+    whole, effects, _ = simulate_case(cut, both)
+    assert np.isnan(drawn.centres_mm[4]).all() and not np.isnan(whole.centres_mm).any()
+    assert whole.realistic is not None and len(effects) == 2
+    with pytest.raises(ValueError, match="synthetic-only"):
+        SimulateConfig(**small, generator="procedural-3", scan_cut="always")
+    # A CT is what it is: its scan range is never redrawn.
+    assert SimulateConfig(**small, source="ct", scan_cut="generator").scan_cut == "generator"

@@ -63,11 +63,24 @@ class SimulateConfig:
     domains: tuple[str, ...] = SIMULATED_DOMAINS
     # Procedural spines: whether the scan range ends inside the lumbar spine ("generator": the
     # generator's own chance; "always"; "never"). The anatomy is otherwise the same draw.
+    # A cut scan range is a CT's property, a DRR's input: a fluoroscopy shot shows the whole
+    # patient. With the realistic domain the spine is therefore never cut ("generator" becomes
+    # "never" for generators that cut, "always" is refused): a cut body rendered as fluoroscopy ends in air inside the
+    # field, its auto-window spans air to body and hides the spine, and such a pair teaches
+    # the style transfer to draw bone it cannot see.
     scan_cut: str = "generator"
 
     def __post_init__(self) -> None:
         if self.scan_cut not in SCAN_CUTS:
             raise ValueError(f"scan_cut must be one of {SCAN_CUTS}, not {self.scan_cut!r}")
+        if "realistic" in self.domains and self.source == "procedural":
+            if self.scan_cut == "always":
+                raise ValueError(
+                    "scan_cut 'always' cuts the body a fluoroscopy shot shows whole: "
+                    "render the synthetic domain alone (--synthetic-only) for cut scan ranges"
+                )
+            if self.scan_cut == "generator" and spine_params(self.generator).scan_cut_p > 0:
+                object.__setattr__(self, "scan_cut", "never")
         if self.domains not in (SIMULATED_DOMAINS, ("synthetic",)):
             raise ValueError(
                 f"domains must be {SIMULATED_DOMAINS} or ('synthetic',), not {self.domains}"
@@ -323,7 +336,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="generator",
         choices=SCAN_CUTS,
         help="procedural spines: a scan range that ends inside the lumbar spine as the "
-        "generator draws it (procedural-3 and real-shapes: 1 in 4), in every case, or never",
+        "generator draws it (procedural-3 and real-shapes: 1 in 4), in every case, or never; "
+        "with the realistic domain (no --synthetic-only) never: a fluoroscopy shot shows the "
+        "whole patient",
     )
     parser.add_argument("--no-distortion", action="store_true", help="no image-intensifier warp")
     parser.add_argument(
