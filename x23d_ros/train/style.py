@@ -9,7 +9,7 @@ their DRRs; render the pairs with `--no-distortion` (the listener undoes a C-arm
 before the style transfer sees a shot).
 
 A training sample is a random crop of one pair, turned by a multiple of 90° and mirrored at
-random; with probability `identity_share` the input is the synthetic shot itself (the network
+random (`augment`); with probability `identity_share` the input is the synthetic shot itself (the network
 then learns to leave the synthetic domain alone). The U-Net learns from frames turned
 bone-bright by the shard's own inversion flag; the bone-dark classifier learns that flag
 (cross-entropy, weight `polarity_weight`). The target is the synthetic shot inside the
@@ -54,6 +54,7 @@ class StyleTrainConfig:
     lr: float = 1e-3
     lr_final: float = 1e-5
     identity_share: float = 0.15
+    augment: bool = True  # turns by 90° and mirroring (off: the overfit check)
     polarity_weight: float = 0.1  # the bone-dark classifier's cross-entropy in the loss
     seed: int = 0
     checkpoint_every: int = 100
@@ -130,10 +131,11 @@ def sample_batch(
         else:
             x, y = pairs.realistic[i][window], target
             dark.append(bool(pairs.inverted[i]))
-        k, flip = int(rng.integers(4)), bool(rng.integers(2))
-        x, y = np.rot90(x, k), np.rot90(y, k)
-        if flip:
-            x, y = x[:, ::-1], y[:, ::-1]
+        if cfg.augment:
+            k, flip = int(rng.integers(4)), bool(rng.integers(2))
+            x, y = np.rot90(x, k), np.rot90(y, k)
+            if flip:
+                x, y = x[:, ::-1], y[:, ::-1]
         xs.append(np.ascontiguousarray(x))
         ys.append(np.ascontiguousarray(y))
     x, y = torch.from_numpy(np.stack(xs))[:, None], torch.from_numpy(np.stack(ys))[:, None]
