@@ -65,9 +65,9 @@ class SimulateConfig:
     # generator's own chance; "always"; "never"). The anatomy is otherwise the same draw.
     # A cut scan range is a CT's property, a DRR's input: a fluoroscopy shot shows the whole
     # patient. With the realistic domain the spine is therefore never cut ("generator" becomes
-    # "never" for generators that cut, "always" is refused): a cut body rendered as fluoroscopy ends in air inside the
-    # field, its auto-window spans air to body and hides the spine, and such a pair teaches
-    # the style transfer to draw bone it cannot see.
+    # "never" for generators that cut, "always" is refused): a cut body rendered as
+    # fluoroscopy ends in air inside the field, its auto-window spans air to body and hides
+    # the spine, and such a pair teaches the style transfer to draw bone it cannot see.
     scan_cut: str = "generator"
 
     def __post_init__(self) -> None:

@@ -9,10 +9,10 @@ their DRRs; render the pairs with `--no-distortion` (the listener undoes a C-arm
 before the style transfer sees a shot).
 
 A training sample is a random crop of one pair, turned by a multiple of 90° and mirrored at
-random (`augment`); with probability `identity_share` the input is the synthetic shot itself (the network
-then learns to leave the synthetic domain alone). The U-Net learns from frames turned
-bone-bright by the shard's own inversion flag; the bone-dark classifier learns that flag
-(cross-entropy, weight `polarity_weight`). The target is the synthetic shot inside the
+random (`augment`); with probability `identity_share` the input is the synthetic shot
+itself (the network then learns to leave the synthetic domain alone). The U-Net learns from
+frames turned bone-bright by the shard's own inversion flag; the bone-dark classifier learns
+that flag (cross-entropy, weight `polarity_weight`). The target is the synthetic shot inside the
 collimated field (known from the shard's effects; the whole image without them) and 0 outside
 it. Loss: L1 on μ·L. The run folder holds config.json, checkpoint.pt (atomic), log.jsonl and,
 at the end, `style.pt`, the file the reconstructor loads.
