@@ -31,8 +31,7 @@ from pathlib import Path
 import torch
 
 from x23d_ros.data.simulate import SimulateConfig, simulate
-from x23d_ros.model.style import StyleConfig
-from x23d_ros.train.style import PairedShots, StyleTrainConfig, train_style
+from x23d_ros.train.style import StyleTrainConfig, train_style
 
 HERE = Path(__file__).parent
 RESULTS = HERE / "results"
@@ -66,19 +65,18 @@ def main() -> None:
         workers=1,
     )
     shipped = json.loads(SHIPPED_CONFIG.read_text())
-    cfg = StyleTrainConfig(
-        data=str(data),
-        out=str(args.out),
-        val=str(data),
-        net=StyleConfig(**shipped["net"]),
-        steps=args.steps,
-        batch=shipped["batch"],
-        crop=IMAGE_SIZE,
-        lr=shipped["lr"],
-        lr_final=shipped["lr_final"],
-        identity_share=0.0,
-        augment=False,
-        val_every=max(args.steps // 4, 1),
+    cfg = StyleTrainConfig.from_dict(
+        shipped
+        | {
+            "data": str(data),
+            "out": str(args.out),
+            "val": str(data),
+            "steps": args.steps,
+            "crop": IMAGE_SIZE,
+            "identity_share": 0.0,
+            "augment": False,
+            "val_every": max(args.steps // 4, 1),
+        }
     )
     start = time.perf_counter()
     path = train_style(cfg)
@@ -88,7 +86,7 @@ def main() -> None:
     bundle = torch.load(path, map_location="cpu", weights_only=True)
     report = {
         "cases": args.cases,
-        "shots": len(PairedShots(data)),
+        "shots": bundle["data"]["train_shots"],
         "seed": SEED,
         "steps": args.steps,
         "train_minutes": round(minutes, 1),
