@@ -18,7 +18,13 @@ from x23d_ros.pipeline import (
     ShotSetError,
     shot_set_from_case,
 )
-from x23d_ros.train.style import PairedShots, StyleTrainConfig, sample_batch, train_style
+from x23d_ros.train.style import (
+    PairedShots,
+    StyleTrainConfig,
+    sample_batch,
+    style_loss,
+    train_style,
+)
 from x23d_ros.xray.realistic import field_mask
 
 
@@ -50,6 +56,22 @@ def test_the_pairs_are_the_same_shots_in_both_domains_zero_outside_the_field(pai
     assert not dark[torch.tensor(identity)].any()  # a synthetic shot is never "bone dark"
 
 
+def test_the_edge_term_charges_a_blurred_edge_more_than_an_offset_of_the_same_pixel_error():
+    """`edge_weight` adds L1 on neighbour differences: an answer that blurs an edge pays more
+    with it than an answer off by a constant with the same pixel error, which it leaves free."""
+    target = torch.zeros(1, 1, 32, 32)
+    target[..., 16:] = 1.0  # a vertical edge
+    kernel = torch.full((1, 1, 1, 5), 0.2)
+    blurred = torch.nn.functional.conv2d(target, kernel, padding=(0, 2))
+    blurred[..., :2], blurred[..., -2:] = 0.0, 1.0  # no border effects
+    pixel_error = (blurred - target).abs().mean()
+    offset = target + pixel_error  # the same mean absolute error, edge kept
+    assert torch.isclose(style_loss(offset, target), style_loss(blurred, target))
+    assert style_loss(target, target, 1.0) == 0.0
+    assert torch.isclose(style_loss(offset, target, 1.0), style_loss(offset, target))
+    assert style_loss(blurred, target, 1.0) > style_loss(blurred, target) + 0.01
+
+
 def test_x23d_style_trains_writes_a_loadable_file_and_resumes(paired, tmp_path):
     run = tmp_path / "run"
     cfg = StyleTrainConfig(
@@ -63,6 +85,7 @@ def test_x23d_style_trains_writes_a_loadable_file_and_resumes(paired, tmp_path):
         checkpoint_every=3,
         log_every=3,
         val_every=6,
+        edge_weight=0.5,
     )
     path = train_style(cfg)
     first = torch.load(run / "checkpoint.pt", weights_only=True)
