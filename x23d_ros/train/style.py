@@ -65,6 +65,12 @@ class StyleTrainConfig:
     log_every: int = 20
     val_every: int = 250
     bf16: bool = False  # autocast on the CPU (AMX hosts)
+    # Reconstruction weights to validate through ("default", a file, or None): each validation
+    # also reconstructs the validation cases' fluoroscopy (views 0-2) through the network being
+    # trained into these weights, the whole product (coarse stage, fine stage, gate), and logs
+    # their F1 (`val.recon`); the run keeps the style transfer of the best one as
+    # `style_best.pt`. Pixel error does not rank style transfers for the reconstruction.
+    val_weights: str | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -185,6 +191,22 @@ def style_loss(pred: torch.Tensor, target: torch.Tensor, edge_weight: float = 0.
     return loss
 
 
+def evaluate_through_reconstruction(style_path: Path, weights: str, val: str) -> dict[str, float]:
+    """The validation cases' fluoroscopy (views 0-2) through the style transfer at
+    `style_path` into `weights`: mean F1, ASSD, levels missed and shot sets refused."""
+    from x23d_ros.evaluate import evaluate_folder
+    from x23d_ros.pipeline import Reconstructor
+
+    reconstructor = Reconstructor(weights, device="cpu", points_per_vertebra=200, style=style_path)
+    result = evaluate_folder(reconstructor, Path(val), [0, 1, 2], "realistic")
+    return {
+        "f1": float(result["mean"]["f1"]),
+        "assd_mm": float(result["mean"]["assd_mm"]),
+        "missed": int(result["mean"]["missed"]),
+        "refused": int(result["refused"]),
+    }
+
+
 def _lr(cfg: StyleTrainConfig, step: int) -> float:
     """Cosine from `lr` to `lr_final` over the run."""
     t = min(step / max(cfg.steps, 1), 1.0)
@@ -211,6 +233,9 @@ def train_style(cfg: StyleTrainConfig) -> Path:
         log.info("resuming %s at step %d", out, step)
     pairs = PairedShots(cfg.data)
     val = PairedShots(cfg.val) if cfg.val else None
+    if cfg.val_weights and not cfg.val:
+        raise ValueError("val_weights needs validation cases (val)")
+    best = _best_so_far(out / "log.jsonl")
     start = time.perf_counter()
     bar = tqdm(total=cfg.steps, initial=step, desc="style", unit="step")
     bf16 = use_bf16(cfg.bf16, torch.device("cpu"))
@@ -241,12 +266,23 @@ def train_style(cfg: StyleTrainConfig) -> Path:
                 }
             if val is not None and (step % cfg.val_every == 0 or step == cfg.steps):
                 record = {**record, "step": step, "val": evaluate_style(net, val)}
+                if cfg.val_weights:
+                    best = _validate_through_reconstruction(cfg, net, pairs, step, record, best)
             if record:
                 log_file.write(json.dumps(record) + "\n")
                 log_file.flush()
     bar.close()
     metrics = evaluate_style(net, val) if val is not None else {}
     path = out / "style.pt"
+    _write_style(path, cfg, net, pairs, step, metrics)
+    return path
+
+
+def _write_style(
+    path: Path, cfg: StyleTrainConfig, net: StyleNet, pairs: PairedShots, step: int, metrics: dict
+) -> None:
+    """The file `StyleTransfer` loads (written whole, then moved into place)."""
+    tmp = path.with_suffix(".tmp")
     torch.save(
         {
             "format": STYLE_FORMAT,
@@ -260,9 +296,39 @@ def train_style(cfg: StyleTrainConfig) -> Path:
             "steps": step,
             "metrics": json.dumps(metrics),
         },
-        path,
+        tmp,
     )
-    return path
+    os.replace(tmp, path)
+
+
+def _best_so_far(log_path: Path) -> float:
+    """The best reconstruction F1 logged by an earlier part of this run (−1: none)."""
+    if not log_path.exists():
+        return -1.0
+    scores = [
+        json.loads(line).get("val", {}).get("recon", {}).get("f1")
+        for line in log_path.read_text().splitlines()
+    ]
+    return max((f for f in scores if f is not None), default=-1.0)
+
+
+def _validate_through_reconstruction(
+    cfg: StyleTrainConfig, net: StyleNet, pairs: PairedShots, step: int, record: dict, best: float
+) -> float:
+    """Adds `val.recon` to `record`; writes `style_best.pt` when its F1 beats `best`; returns
+    the best F1 so far."""
+    out = Path(cfg.out)
+    candidate = out / "style_val.pt"
+    _write_style(candidate, cfg, net, pairs, step, record["val"])
+    net.eval()
+    recon = evaluate_through_reconstruction(candidate, str(cfg.val_weights), str(cfg.val))
+    net.train()
+    record["val"]["recon"] = recon
+    if recon["f1"] > best:
+        os.replace(candidate, out / "style_best.pt")
+        return recon["f1"]
+    candidate.unlink()
+    return best
 
 
 def _save(path: Path, net, optimiser, step: int, rng: np.random.Generator) -> None:
@@ -285,6 +351,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--val", help="folder of paired validation shards")
     parser.add_argument("--config", type=Path, help="JSON StyleTrainConfig overriding defaults")
     parser.add_argument("--steps", type=int, help="total steps")
+    parser.add_argument(
+        "--val-weights",
+        help="reconstruction weights (default, or a file) to validate through: logs the F1 of "
+        "the validation cases' fluoroscopy reconstructed through the network, keeps the best "
+        "as style_best.pt",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -294,6 +366,8 @@ def run(args: argparse.Namespace) -> int:
         base["val"] = args.val
     if args.steps:
         base["steps"] = args.steps
+    if args.val_weights:
+        base["val_weights"] = args.val_weights
     path = train_style(StyleTrainConfig.from_dict(base))
     print(path)
     return 0
@@ -304,6 +378,7 @@ __all__ = [
     "StyleTrainConfig",
     "add_arguments",
     "evaluate_style",
+    "evaluate_through_reconstruction",
     "run",
     "sample_batch",
     "style_loss",
