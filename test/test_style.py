@@ -111,8 +111,8 @@ shipped = pytest.mark.skipif(not DEFAULT_STYLE.is_file(), reason="no shipped sty
 @shipped
 def test_x23d_style_validates_through_the_reconstruction_and_keeps_the_best(paired, tmp_path):
     """With `val_weights`, each validation reconstructs the validation cases' fluoroscopy
-    through the network being trained; the best is kept as style_best.pt, and it is the file
-    that scored that F1."""
+    through the network being trained; the best is kept as style_best.pt with the score it
+    was kept for, a resume knows that score, and a resume that measures otherwise starts over."""
     run = tmp_path / "run"
     cfg = StyleTrainConfig(
         data=str(paired),
@@ -126,24 +126,42 @@ def test_x23d_style_validates_through_the_reconstruction_and_keeps_the_best(pair
         val_weights="default",
     )
     train_style(cfg)
-    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
-    recon = [r["val"]["recon"] for r in log if "val" in r]
+
+    def logged():
+        lines = (run / "log.jsonl").read_text().splitlines()
+        return [json.loads(line)["val"]["recon"] for line in lines if "val" in json.loads(line)]
+
+    def kept():
+        bundle = torch.load(run / "style_best.pt", weights_only=True)
+        return bundle["steps"], json.loads(bundle["metrics"])["recon"]["f1"]
+
+    recon = logged()
     assert len(recon) == 2 and all(set(r) == {"f1", "assd_mm", "missed", "refused"} for r in recon)
     assert all(0.0 <= r["f1"] <= 1.0 for r in recon)
     best = max(range(2), key=lambda i: recon[i]["f1"])  # the first on a tie
-    kept = torch.load(run / "style_best.pt", weights_only=True)
-    assert kept["steps"] == 2 * (best + 1)
+    assert kept() == (2 * (best + 1), recon[best]["f1"])
     rescored = evaluate_through_reconstruction(run / "style_best.pt", "default", str(paired))
     assert rescored["f1"] == pytest.approx(recon[best]["f1"], abs=1e-6)
     assert not (run / "style_val.pt").exists()
-    # The measure tells a trained style transfer from a 4-step one: the shipped one reads the
-    # same case (F1 0.15 when written) where the 4-step one's answers are refused or missed.
+    # A resume compares with the kept score: the file changes only for a better one.
+    cfg.steps = 6
+    train_style(cfg)
+    recon = logged()
+    best = max(range(3), key=lambda i: recon[i]["f1"])
+    assert kept() == (2 * (best + 1), recon[best]["f1"])
+    # Validated through other weights, the kept score is not comparable: the next one is kept.
+    cfg.steps, cfg.val_weights = 8, "fluoroscopy"
+    train_style(cfg)
+    assert kept() == (8, logged()[-1]["f1"])
+    # The measure tells a trained style transfer from a few steps': the shipped one reads the
+    # same case (F1 0.15 when written) where these networks' answers are refused or missed.
     shipped = evaluate_through_reconstruction(DEFAULT_STYLE, "default", str(paired))
-    assert shipped["f1"] > recon[best]["f1"] + 0.05
+    assert shipped["f1"] > max(r["f1"] for r in logged()) + 0.05
     with pytest.raises(ValueError, match="needs validation cases"):
         train_style(
             StyleTrainConfig(data=str(paired), out=str(tmp_path / "b"), val_weights="default")
         )
+    assert not (tmp_path / "b").exists()  # refused before anything was written
 
 
 def test_the_shipped_style_transfer_leaves_a_synthetic_shot_nearly_alone(paired):

@@ -181,9 +181,9 @@ def evaluate_style(net: StyleNet, pairs: PairedShots) -> dict[str, float]:
 def style_loss(pred: torch.Tensor, target: torch.Tensor, edge_weight: float = 0.0) -> torch.Tensor:
     """L1 between `pred` and `target` (B, 1, H, W), plus `edge_weight` × L1 between their
     horizontal and vertical neighbour differences (each averaged over its pixels)."""
-    loss = (pred - target).abs().mean()
+    d = pred - target
+    loss = d.abs().mean()
     if edge_weight:
-        d = pred - target
         loss = loss + edge_weight * (
             (d[..., :, 1:] - d[..., :, :-1]).abs().mean()
             + (d[..., 1:, :] - d[..., :-1, :]).abs().mean()
@@ -191,14 +191,23 @@ def style_loss(pred: torch.Tensor, target: torch.Tensor, edge_weight: float = 0.
     return loss
 
 
+VAL_VIEWS = [0, 1, 2]  # the validation through the reconstruction: 3 views, as the benchmark
+
+
 def evaluate_through_reconstruction(style_path: Path, weights: str, val: str) -> dict[str, float]:
-    """The validation cases' fluoroscopy (views 0-2) through the style transfer at
-    `style_path` into `weights`: mean F1, ASSD, levels missed and shot sets refused."""
+    """The validation cases' fluoroscopy (`VAL_VIEWS`) through the style transfer at
+    `style_path` into `weights` (weights that read synthetic shots): mean F1, ASSD, levels
+    missed and shot sets refused."""
     from x23d_ros.evaluate import evaluate_folder
     from x23d_ros.pipeline import Reconstructor
 
     reconstructor = Reconstructor(weights, device="cpu", points_per_vertebra=200, style=style_path)
-    result = evaluate_folder(reconstructor, Path(val), [0, 1, 2], "realistic")
+    if reconstructor.style is None or reconstructor.style.path != Path(style_path):
+        raise ValueError(
+            f"weights {weights!r} read {reconstructor.domain!r} shots: no style transfer runs "
+            "in front of them, so they cannot validate one (use weights of the synthetic domain)"
+        )
+    result = evaluate_folder(reconstructor, Path(val), VAL_VIEWS, "realistic")
     return {
         "f1": float(result["mean"]["f1"]),
         "assd_mm": float(result["mean"]["assd_mm"]),
@@ -216,6 +225,8 @@ def _lr(cfg: StyleTrainConfig, step: int) -> float:
 def train_style(cfg: StyleTrainConfig) -> Path:
     """Run (or continue) a style-transfer training; return the path of the `style.pt` written."""
     out = Path(cfg.out)
+    if cfg.val_weights:
+        _check_validation_through_reconstruction(cfg)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(cfg.to_json())
     torch.manual_seed(cfg.seed)
@@ -233,9 +244,7 @@ def train_style(cfg: StyleTrainConfig) -> Path:
         log.info("resuming %s at step %d", out, step)
     pairs = PairedShots(cfg.data)
     val = PairedShots(cfg.val) if cfg.val else None
-    if cfg.val_weights and not cfg.val:
-        raise ValueError("val_weights needs validation cases (val)")
-    best = _best_so_far(out / "log.jsonl")
+    best = _best_so_far(out / "style_best.pt", cfg)
     start = time.perf_counter()
     bar = tqdm(total=cfg.steps, initial=step, desc="style", unit="step")
     bf16 = use_bf16(cfg.bf16, torch.device("cpu"))
@@ -278,12 +287,34 @@ def train_style(cfg: StyleTrainConfig) -> Path:
     return path
 
 
+def _check_validation_through_reconstruction(cfg: StyleTrainConfig) -> None:
+    """Before any step: `val_weights` exist and read synthetic shots, and every validation
+    case has the shots `VAL_VIEWS` asks for."""
+    from x23d_ros.pipeline import Reconstructor
+
+    if not cfg.val:
+        raise ValueError(f"val_weights {cfg.val_weights!r} needs validation cases (val)")
+    reconstructor = Reconstructor(cfg.val_weights, device="cpu", style=None)
+    if reconstructor.domain != "synthetic":
+        raise ValueError(
+            f"val_weights {cfg.val_weights!r} read {reconstructor.domain!r} shots: no style "
+            "transfer runs in front of them (use weights of the synthetic domain)"
+        )
+    for path, name in list_cases(Path(cfg.val)):
+        with h5py.File(path, "r") as h5:
+            shots = h5[name]["realistic"].shape[0] if "realistic" in h5[name] else 0
+        if shots < len(VAL_VIEWS):
+            raise ValueError(
+                f"{path} case {name}: {shots} fluoroscopy shots; the validation through the "
+                f"reconstruction needs {len(VAL_VIEWS)}"
+            )
+
+
 def _write_style(
     path: Path, cfg: StyleTrainConfig, net: StyleNet, pairs: PairedShots, step: int, metrics: dict
 ) -> None:
     """The file `StyleTransfer` loads (written whole, then moved into place)."""
-    tmp = path.with_suffix(".tmp")
-    torch.save(
+    _atomic_save(
         {
             "format": STYLE_FORMAT,
             "kind": "style",
@@ -295,21 +326,23 @@ def _write_style(
             "data": {"train": cfg.data, "train_shots": len(pairs), "val": cfg.val},
             "steps": step,
             "metrics": json.dumps(metrics),
+            "validated_through": json.dumps({"weights": cfg.val_weights, "val": cfg.val}),
         },
-        tmp,
+        path,
     )
-    os.replace(tmp, path)
 
 
-def _best_so_far(log_path: Path) -> float:
-    """The best reconstruction F1 logged by an earlier part of this run (−1: none)."""
-    if not log_path.exists():
+def _best_so_far(best_path: Path, cfg: StyleTrainConfig) -> float:
+    """The reconstruction F1 of `style_best.pt` from an earlier part of this run, when it was
+    measured as this run measures (the same `val_weights` and `val`); −1 otherwise."""
+    if not best_path.exists():
         return -1.0
-    scores = [
-        json.loads(line).get("val", {}).get("recon", {}).get("f1")
-        for line in log_path.read_text().splitlines()
-    ]
-    return max((f for f in scores if f is not None), default=-1.0)
+    kept = torch.load(best_path, map_location="cpu", weights_only=True)
+    measure = json.loads(kept.get("validated_through", "{}"))
+    if measure != {"weights": cfg.val_weights, "val": cfg.val}:
+        log.warning("%s was validated otherwise (%s): a new best is kept", best_path, measure)
+        return -1.0
+    return float(json.loads(kept["metrics"])["recon"]["f1"])
 
 
 def _validate_through_reconstruction(
@@ -320,28 +353,34 @@ def _validate_through_reconstruction(
     out = Path(cfg.out)
     candidate = out / "style_val.pt"
     _write_style(candidate, cfg, net, pairs, step, record["val"])
-    net.eval()
-    recon = evaluate_through_reconstruction(candidate, str(cfg.val_weights), str(cfg.val))
-    net.train()
+    try:
+        recon = evaluate_through_reconstruction(candidate, str(cfg.val_weights), str(cfg.val))
+    finally:
+        candidate.unlink()
     record["val"]["recon"] = recon
-    if recon["f1"] > best:
-        os.replace(candidate, out / "style_best.pt")
+    if recon["f1"] > best:  # the kept file carries the score it was kept for
+        _write_style(out / "style_best.pt", cfg, net, pairs, step, record["val"])
         return recon["f1"]
-    candidate.unlink()
     return best
 
 
 def _save(path: Path, net, optimiser, step: int, rng: np.random.Generator) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(
+    _atomic_save(
         {
             "model": net.state_dict(),
             "optimiser": optimiser.state_dict(),
             "step": step,
             "rng": json.dumps(rng.bit_generator.state),
         },
-        tmp,
+        path,
     )
+
+
+def _atomic_save(obj: dict, path: Path) -> None:
+    """`torch.save` to a temporary file beside `path`, then moved into place: a run killed
+    while writing leaves the previous file whole."""
+    tmp = path.with_suffix(".tmp")
+    torch.save(obj, tmp)
     os.replace(tmp, path)
 
 
