@@ -73,21 +73,23 @@ def test_the_edge_term_charges_a_blurred_edge_more_than_an_offset_of_the_same_pi
     assert style_loss(blurred, target, 1.0) > style_loss(blurred, target) + 0.01
 
 
-def test_x23d_style_trains_writes_a_loadable_file_and_resumes(paired, tmp_path):
-    run = tmp_path / "run"
-    cfg = StyleTrainConfig(
+def _tiny_run(paired, run, **settings) -> StyleTrainConfig:
+    """A few steps of a 4-channel network on the paired case, validated on it."""
+    return StyleTrainConfig(
         data=str(paired),
         out=str(run),
         val=str(paired),
         net=StyleConfig(width=4),
-        steps=6,
         batch=2,
         crop=64,
-        checkpoint_every=3,
-        log_every=3,
-        val_every=6,
-        edge_weight=0.5,
+        **settings,
     )
+
+
+def test_x23d_style_trains_writes_a_loadable_file_and_resumes(paired, tmp_path):
+    run = tmp_path / "run"
+    cfg = _tiny_run(paired, run, steps=6, checkpoint_every=3, log_every=3, val_every=6)
+    cfg.edge_weight = 0.5
     path = train_style(cfg)
     first = torch.load(run / "checkpoint.pt", weights_only=True)
     assert first["step"] == 6
@@ -114,17 +116,7 @@ def test_x23d_style_validates_through_the_reconstruction_and_keeps_the_best(pair
     through the network being trained; the best is kept as style_best.pt with the score it
     was kept for, a resume knows that score, and a resume that measures otherwise starts over."""
     run = tmp_path / "run"
-    cfg = StyleTrainConfig(
-        data=str(paired),
-        out=str(run),
-        val=str(paired),
-        net=StyleConfig(width=4),
-        steps=4,
-        batch=2,
-        crop=64,
-        val_every=2,
-        val_weights="default",
-    )
+    cfg = _tiny_run(paired, run, steps=4, val_every=2, val_weights="default")
     train_style(cfg)
 
     def logged():
