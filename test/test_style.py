@@ -21,11 +21,11 @@ from x23d_ros.pipeline import (
 from x23d_ros.train.style import (
     PairedShots,
     StyleTrainConfig,
-    evaluate_through_reconstruction,
     sample_batch,
     style_loss,
     train_style,
 )
+from x23d_ros.train.style_validation import evaluate_through_reconstruction
 from x23d_ros.xray.realistic import field_mask
 
 

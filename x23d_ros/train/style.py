@@ -38,6 +38,12 @@ from tqdm import tqdm
 from x23d_ros.data.shards import list_cases
 from x23d_ros.model.style import STYLE_FORMAT, StyleConfig, StyleNet
 from x23d_ros.train.loop import use_bf16
+from x23d_ros.train.style_validation import (
+    best_so_far,
+    check_validation_through_reconstruction,
+    evaluate_style,
+    evaluate_through_reconstruction,
+)
 from x23d_ros.xray.realistic import field_mask
 
 log = logging.getLogger(__name__)
@@ -152,32 +158,6 @@ def sample_batch(
     return x, y, torch.tensor(dark)
 
 
-@torch.no_grad()
-def evaluate_style(net: StyleNet, pairs: PairedShots) -> dict[str, float]:
-    """Whole shots: mean absolute error of μ·L inside the field (fluoroscopy in, and the
-    identity: synthetic in), and the same share of the target's mean."""
-    net.eval()
-    err, ident, scale, right = [], [], [], []
-    for i in range(len(pairs)):
-        m = pairs.field[i]
-        y = pairs.synthetic[i]
-        x = torch.from_numpy(pairs.realistic[i])[None, None]
-        right.append(bool(net.bone_dark_logit(x)[0] > 0) == bool(pairs.inverted[i]))
-        out = net(x)[0, 0].numpy()
-        same = net(torch.from_numpy(y)[None, None])[0, 0].numpy()
-        err.append(np.abs(out - y)[m].mean())
-        ident.append(np.abs(same - y)[m].mean())
-        scale.append(np.abs(y[m]).mean())
-    net.train()
-    return {
-        "mae": float(np.mean(err)),
-        "identity_mae": float(np.mean(ident)),
-        "relative_mae": float(np.mean(err) / max(np.mean(scale), 1e-9)),
-        "polarity_accuracy": float(np.mean(right)),
-        "shots": len(pairs),
-    }
-
-
 def style_loss(pred: torch.Tensor, target: torch.Tensor, edge_weight: float = 0.0) -> torch.Tensor:
     """L1 between `pred` and `target` (B, 1, H, W), plus `edge_weight` × L1 between their
     horizontal and vertical neighbour differences (each averaged over its pixels)."""
@@ -191,31 +171,6 @@ def style_loss(pred: torch.Tensor, target: torch.Tensor, edge_weight: float = 0.
     return loss
 
 
-VAL_VIEWS = [0, 1, 2]  # the validation through the reconstruction: 3 views, as the benchmark
-
-
-def evaluate_through_reconstruction(style_path: Path, weights: str, val: str) -> dict[str, float]:
-    """The validation cases' fluoroscopy (`VAL_VIEWS`) through the style transfer at
-    `style_path` into `weights` (weights that read synthetic shots): mean F1, ASSD, levels
-    missed and shot sets refused."""
-    from x23d_ros.evaluate import evaluate_folder
-    from x23d_ros.pipeline import Reconstructor
-
-    reconstructor = Reconstructor(weights, device="cpu", points_per_vertebra=200, style=style_path)
-    if reconstructor.style is None or reconstructor.style.path != Path(style_path):
-        raise ValueError(
-            f"weights {weights!r} read {reconstructor.domain!r} shots: no style transfer runs "
-            "in front of them, so they cannot validate one (use weights of the synthetic domain)"
-        )
-    result = evaluate_folder(reconstructor, Path(val), VAL_VIEWS, "realistic")
-    return {
-        "f1": float(result["mean"]["f1"]),
-        "assd_mm": float(result["mean"]["assd_mm"]),
-        "missed": int(result["mean"]["missed"]),
-        "refused": int(result["refused"]),
-    }
-
-
 def _lr(cfg: StyleTrainConfig, step: int) -> float:
     """Cosine from `lr` to `lr_final` over the run."""
     t = min(step / max(cfg.steps, 1), 1.0)
@@ -226,7 +181,7 @@ def train_style(cfg: StyleTrainConfig) -> Path:
     """Run (or continue) a style-transfer training; return the path of the `style.pt` written."""
     out = Path(cfg.out)
     if cfg.val_weights:
-        _check_validation_through_reconstruction(cfg)
+        check_validation_through_reconstruction(cfg.val_weights, cfg.val)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(cfg.to_json())
     torch.manual_seed(cfg.seed)
@@ -244,7 +199,7 @@ def train_style(cfg: StyleTrainConfig) -> Path:
         log.info("resuming %s at step %d", out, step)
     pairs = PairedShots(cfg.data)
     val = PairedShots(cfg.val) if cfg.val else None
-    best = _best_so_far(out / "style_best.pt", cfg)
+    best = best_so_far(out / "style_best.pt", cfg.val_weights, cfg.val)
     start = time.perf_counter()
     bar = tqdm(total=cfg.steps, initial=step, desc="style", unit="step")
     bf16 = use_bf16(cfg.bf16, torch.device("cpu"))
@@ -287,29 +242,6 @@ def train_style(cfg: StyleTrainConfig) -> Path:
     return path
 
 
-def _check_validation_through_reconstruction(cfg: StyleTrainConfig) -> None:
-    """Before any step: `val_weights` exist and read synthetic shots, and every validation
-    case has the shots `VAL_VIEWS` asks for."""
-    from x23d_ros.pipeline import Reconstructor
-
-    if not cfg.val:
-        raise ValueError(f"val_weights {cfg.val_weights!r} needs validation cases (val)")
-    reconstructor = Reconstructor(cfg.val_weights, device="cpu", style=None)
-    if reconstructor.domain != "synthetic":
-        raise ValueError(
-            f"val_weights {cfg.val_weights!r} read {reconstructor.domain!r} shots: no style "
-            "transfer runs in front of them (use weights of the synthetic domain)"
-        )
-    for path, name in list_cases(Path(cfg.val)):
-        with h5py.File(path, "r") as h5:
-            shots = h5[name]["realistic"].shape[0] if "realistic" in h5[name] else 0
-        if shots < len(VAL_VIEWS):
-            raise ValueError(
-                f"{path} case {name}: {shots} fluoroscopy shots; the validation through the "
-                f"reconstruction needs {len(VAL_VIEWS)}"
-            )
-
-
 def _write_style(
     path: Path, cfg: StyleTrainConfig, net: StyleNet, pairs: PairedShots, step: int, metrics: dict
 ) -> None:
@@ -330,19 +262,6 @@ def _write_style(
         },
         path,
     )
-
-
-def _best_so_far(best_path: Path, cfg: StyleTrainConfig) -> float:
-    """The reconstruction F1 of `style_best.pt` from an earlier part of this run, when it was
-    measured as this run measures (the same `val_weights` and `val`); −1 otherwise."""
-    if not best_path.exists():
-        return -1.0
-    kept = torch.load(best_path, map_location="cpu", weights_only=True)
-    measure = json.loads(kept.get("validated_through", "{}"))
-    if measure != {"weights": cfg.val_weights, "val": cfg.val}:
-        log.warning("%s was validated otherwise (%s): a new best is kept", best_path, measure)
-        return -1.0
-    return float(json.loads(kept["metrics"])["recon"]["f1"])
 
 
 def _validate_through_reconstruction(
@@ -416,8 +335,6 @@ __all__ = [
     "PairedShots",
     "StyleTrainConfig",
     "add_arguments",
-    "evaluate_style",
-    "evaluate_through_reconstruction",
     "run",
     "sample_batch",
     "style_loss",
