@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +50,7 @@ from x23d_ros.pipeline import (
 )
 from x23d_ros.surface import box_centre
 from x23d_ros.train import draw_views
+from x23d_ros.train.export import save_atomically
 
 
 def coarse_errors(
@@ -137,9 +137,7 @@ def calibrate_weights(
     bundle["coarse"]["centre_offset_fit"] = json.dumps(summary)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    torch.save(bundle, tmp)
-    os.replace(tmp, out)
+    save_atomically(bundle, out)
     return summary | {"offsets_mm": np.round(offsets, 2).tolist()}
 
 

@@ -11,6 +11,14 @@ import torch
 from x23d_ros.train.config import TrainConfig
 
 
+def save_atomically(obj: dict, path: Path) -> None:
+    """`torch.save` to a temporary file beside `path`, then moved into place: a process killed
+    while writing leaves the previous file whole."""
+    tmp = Path(path).with_suffix(".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
 def export_weights(
     coarse_run: Path, fine_run: Path, out: Path, image_size: int, note: str = ""
 ) -> dict:
@@ -61,9 +69,7 @@ def export_weights(
     bundle["domain"] = bundle["fine"]["domain"]
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    torch.save(bundle, tmp)
-    os.replace(tmp, out)
+    save_atomically(bundle, out)
     return bundle
 
 

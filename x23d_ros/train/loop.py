@@ -23,6 +23,7 @@ from x23d_ros.model.network import NetConfig, X23DNet
 from x23d_ros.train.batches import make_batch
 from x23d_ros.train.config import TrainConfig, learning_rate
 from x23d_ros.train.curve import plot_curve
+from x23d_ros.train.export import save_atomically
 from x23d_ros.train.loss import loss_fn
 from x23d_ros.train.validation import validate
 
@@ -203,8 +204,7 @@ def initial_state(path: Path, cfg: TrainConfig) -> dict[str, torch.Tensor]:
 
 def _save(path: Path, model, optimiser, step: int, rngs: list[str]) -> None:
     """Write the checkpoint atomically (temporary file, then rename)."""
-    tmp = path.with_suffix(".tmp")
-    torch.save(
+    save_atomically(
         {
             "model": model.state_dict(),
             "optimiser": optimiser.state_dict(),
@@ -213,6 +213,5 @@ def _save(path: Path, model, optimiser, step: int, rngs: list[str]) -> None:
             "rng_ranks": json.dumps(rngs),
             "net": model.config.as_dict(),
         },
-        tmp,
+        path,
     )
-    os.replace(tmp, path)

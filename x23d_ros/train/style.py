@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -37,6 +36,7 @@ from tqdm import tqdm
 
 from x23d_ros.data.shards import list_cases
 from x23d_ros.model.style import STYLE_FORMAT, StyleConfig, StyleNet
+from x23d_ros.train.export import save_atomically
 from x23d_ros.train.loop import use_bf16
 from x23d_ros.train.style_validation import (
     best_so_far,
@@ -246,7 +246,7 @@ def _write_style(
     path: Path, cfg: StyleTrainConfig, net: StyleNet, pairs: PairedShots, step: int, metrics: dict
 ) -> None:
     """The file `StyleTransfer` loads (written whole, then moved into place)."""
-    _atomic_save(
+    save_atomically(
         {
             "format": STYLE_FORMAT,
             "kind": "style",
@@ -284,7 +284,7 @@ def _validate_through_reconstruction(
 
 
 def _save(path: Path, net, optimiser, step: int, rng: np.random.Generator) -> None:
-    _atomic_save(
+    save_atomically(
         {
             "model": net.state_dict(),
             "optimiser": optimiser.state_dict(),
@@ -293,14 +293,6 @@ def _save(path: Path, net, optimiser, step: int, rng: np.random.Generator) -> No
         },
         path,
     )
-
-
-def _atomic_save(obj: dict, path: Path) -> None:
-    """`torch.save` to a temporary file beside `path`, then moved into place: a run killed
-    while writing leaves the previous file whole."""
-    tmp = path.with_suffix(".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
