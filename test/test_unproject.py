@@ -85,3 +85,28 @@ def test_scaled_projection_samples_a_quarter_resolution_map_where_geometry_says(
             + img[v0 + 1, u0 + 1] * du * dv
         )
         assert abs(float(values[0, view, 0]) - expected) < 1e-5
+
+
+def test_fusion_is_the_masked_mean_and_variance_over_the_views_that_see_a_voxel():
+    """Against a plain reference, with each voxel seen by 0 to 4 of 4 views; the result is
+    channels-last (what the 3D convolutions want) and its gradient is the reference's (the
+    training path runs through it)."""
+    generator = torch.Generator().manual_seed(0)
+    mask = (torch.rand(2, 4, 1, 5, 6, 7, generator=generator) > 0.4).double()
+    values = torch.randn(2, 4, 3, 5, 6, 7, generator=generator, dtype=torch.float64) * mask
+    values.requires_grad_()
+    fused = fuse(values, mask)
+    assert fused.shape == (2, 7, 5, 6, 7)
+    assert fused.is_contiguous(memory_format=torch.channels_last_3d)
+    count = mask.sum(dim=1)
+    mean = values.sum(dim=1) / count.clamp(min=1)
+    variance = ((values - mean[:, None]) ** 2 * mask).sum(dim=1) / count.clamp(min=1)
+    reference = torch.cat([mean, variance, count / 4], dim=1)
+    torch.testing.assert_close(fused, reference)
+    # Where two or more views see a voxel its variance is not at the clamp's kink, so both
+    # gradients are defined and must agree there.
+    weight = torch.randn(fused.shape, generator=generator, dtype=torch.float64)
+    weight = weight * (count >= 2)
+    (grad,) = torch.autograd.grad((fused * weight).sum(), values)
+    (expected,) = torch.autograd.grad((reference * weight).sum(), values)
+    torch.testing.assert_close(grad * mask, expected * mask)

@@ -74,12 +74,30 @@ def unproject(
 def fuse(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """`values` and `mask` as `unproject` returns them (values 0 where the mask is 0): masked
     mean and variance over the views (dim 1), and the share of views that see each voxel:
-    (B, 2C + 1, X, Y, Z). Symmetric in the views, so their order and number (2–8)
-    do not matter to the network."""
+    (B, 2C + 1, X, Y, Z), channels-last (oneDNN's 3D convolutions run about 1.6× faster on the
+    CPU this way). Symmetric in the views, so their order and number (2–8) do not matter to
+    the network."""
+    b, v, c = values.shape[:3]
     count = mask.sum(dim=1)  # (B, 1, X, Y, Z)
-    safe = count.clamp(min=1.0)
+    inverse = 1.0 / count.clamp(min=1.0)
     # `values` are 0 where the mask is, so the masked sums are plain sums; one pass over the
-    # views: variance = E[v²] − E[v]².
-    mean = values.sum(dim=1) / safe
-    variance = ((values * values).sum(dim=1) / safe - mean * mean).clamp(min=0.0)
-    return torch.cat([mean, variance, count / values.shape[1]], dim=1)
+    # views, accumulated in place (the (B, V, C, X, Y, Z) tensor is hundreds of MB for the
+    # fine stage: no temporary of its size), variance = E[v²] − E[v]²; then each part written
+    # once into the channels-last result.
+    total = values[:, 0].clone()
+    squares = values[:, 0] * values[:, 0]
+    for i in range(1, v):
+        total += values[:, i]
+        squares.addcmul_(values[:, i], values[:, i])
+    mean = total.mul_(inverse)
+    variance = squares.mul_(inverse).addcmul_(mean, mean, value=-1.0).clamp_(min=0.0)
+    out = torch.empty(
+        (b, 2 * c + 1, *values.shape[3:]),
+        dtype=values.dtype,
+        device=values.device,
+        memory_format=torch.channels_last_3d,
+    )
+    out[:, :c] = mean
+    out[:, c : 2 * c] = variance
+    out[:, 2 * c :] = count / v
+    return out
