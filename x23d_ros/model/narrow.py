@@ -58,9 +58,7 @@ def narrow_state(
     inner = _keep(gn("enc0.0.1") * _in_norm(s[_D + "enc0.1.0.weight"]), c_new)
     skip = _keep(
         gn("enc0.1.1")
-        * torch.sqrt(
-            _in_norm(s[_D + "enc1.0.0.weight"]) ** 2 + _in_norm(dec0_w[:, c_old:]) ** 2
-        ),
+        * torch.sqrt(_in_norm(s[_D + "enc1.0.0.weight"]) ** 2 + _in_norm(dec0_w[:, c_old:]) ** 2),
         c_new,
     )
     up = _keep(_in_norm(dec0_w[:, :c_old]), c_new)

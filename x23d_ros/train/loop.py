@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from tqdm import tqdm
 
 from x23d_ros.data.dataset import ShotDataset
 from x23d_ros.model.grow import grow_state
+from x23d_ros.model.narrow import narrow_state
 from x23d_ros.model.network import NetConfig, X23DNet
 from x23d_ros.train.batches import make_batch
 from x23d_ros.train.config import TrainConfig, learning_rate
@@ -188,7 +190,8 @@ def train(cfg: TrainConfig) -> Path:
 
 def initial_state(path: Path, cfg: TrainConfig) -> dict[str, torch.Tensor]:
     """The weights a new run of `cfg` starts from: those at `path` (a run's checkpoint.pt, or a
-    weights file's network of `cfg.stage`), grown to `cfg.net` when they are smaller."""
+    weights file's network of `cfg.stage`), grown to `cfg.net` when they are smaller, or with
+    their full-resolution level narrowed to `cfg.net`'s (`model.narrow`)."""
     source = torch.load(path, map_location="cpu", weights_only=True)
     if "model" in source:
         state, net = source["model"], source["net"]
@@ -199,6 +202,8 @@ def initial_state(path: Path, cfg: TrainConfig) -> dict[str, torch.Tensor]:
     old = NetConfig(**net)
     if old == cfg.net:
         return state
+    if replace(old, channels_full=0) == replace(cfg.net, channels_full=0):
+        return narrow_state(state, old, cfg.net)
     return grow_state(state, old, cfg.net, torch.Generator().manual_seed(cfg.seed))
 
 

@@ -1,0 +1,68 @@
+"""A trained network's full-resolution level narrows to the channels that carry its output."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from test_grow import _inputs, _trained_like
+
+from x23d_ros.model.narrow import narrow_state
+from x23d_ros.model.network import NetConfig, X23DNet
+
+OLD = NetConfig(features_2d=4, channels_3d=4, levels=3)  # full resolution: 4 channels
+NEW = NetConfig(features_2d=4, channels_3d=4, levels=3, channels_full=2)
+DEAD = torch.tensor([0, 2])  # channels that carry nothing, at each of the four places
+
+
+def _with_dead_channels() -> dict[str, torch.Tensor]:
+    """Trained-like weights whose full-resolution channels 0 and 2 are dead at every place:
+    a GroupNorm scale and shift of 0 (so 0 after the ReLU) or a zero upsampling output, and
+    no weight from them in the next layer. With 4 channels and 4 groups each channel is its
+    own group, so the living channels' normalisation does not depend on the dead ones."""
+    s = _trained_like(OLD)
+    for gn in ("enc0.0.1", "enc0.1.1", "dec0.1"):
+        for p in ("weight", "bias"):
+            s[f"decoder.{gn}.{p}"][DEAD] = 0.0
+    s["decoder.enc0.1.0.weight"][:, DEAD] = 0.0
+    s["decoder.enc1.0.0.weight"][:, DEAD] = 0.0
+    s["decoder.up0.weight"][:, DEAD] = 0.0  # ConvTranspose: (in, out, ...)
+    s["decoder.up0.bias"][DEAD] = 0.0
+    s["decoder.dec0.0.weight"][:, DEAD] = 0.0  # up0's channels
+    s["decoder.dec0.0.weight"][:, 4 + DEAD] = 0.0  # enc0's channels
+    s["decoder.head.weight"][:, DEAD] = 0.0
+    return s
+
+
+def test_the_narrowed_network_keeps_the_channels_that_carry_the_output():
+    images, P, points = _inputs()
+    state = _with_dead_channels()
+    wide, narrow = X23DNet(OLD).eval(), X23DNet(NEW).eval()
+    wide.load_state_dict(state)
+    narrow.load_state_dict(narrow_state(state, OLD, NEW))
+    assert narrow.decoder.enc0[0][0].weight.shape[0] == 2
+    assert narrow.decoder.dec0[0].weight.shape[:2] == (2, 4)
+    assert sum(p.numel() for p in narrow.parameters()) < sum(p.numel() for p in wide.parameters())
+    with torch.no_grad():
+        expected = wide(images, P, points)
+        assert expected.std() > 0.01  # the living channels do carry an output
+        torch.testing.assert_close(narrow(images, P, points), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_only_the_full_resolution_level_narrows():
+    state = _trained_like(OLD)
+    with pytest.raises(ValueError, match="narrow"):
+        narrow_state(state, OLD, NetConfig(features_2d=4, channels_3d=4, levels=2, channels_full=2))
+    with pytest.raises(ValueError, match="narrow"):
+        narrow_state(state, OLD, NetConfig(features_2d=4, channels_3d=4, levels=3, channels_full=8))
+
+
+def test_a_new_run_starts_from_wider_weights_narrowed(tmp_path):
+    from x23d_ros.train import TrainConfig, initial_state
+
+    state = _with_dead_channels()
+    bundle = tmp_path / "w.pt"
+    torch.save({"fine": {"net": OLD.as_dict(), "state_dict": state}}, bundle)
+    cfg = TrainConfig(data="d", out="o", stage="fine", net=NEW)
+    started = initial_state(bundle, cfg)
+    torch.testing.assert_close(started, narrow_state(state, OLD, NEW))
+    X23DNet(NEW).load_state_dict(started)
