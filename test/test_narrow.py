@@ -11,25 +11,28 @@ from x23d_ros.model.network import NetConfig, X23DNet
 
 OLD = NetConfig(features_2d=4, channels_3d=4, levels=3)  # full resolution: 4 channels
 NEW = NetConfig(features_2d=4, channels_3d=4, levels=3, channels_full=2)
-DEAD = torch.tensor([0, 2])  # channels that carry nothing, at each of the four places
+# Channels that carry nothing, a different pair at each of the four places (so that a mix-up
+# of the places keeps a dead channel): enc0's first convolution, its second (the skip), the
+# upsampling and dec0.
+INNER, SKIP, UP, OUT = (torch.tensor(d) for d in ([0, 2], [1, 2], [0, 3], [1, 3]))
 
 
 def _with_dead_channels() -> dict[str, torch.Tensor]:
-    """Trained-like weights whose full-resolution channels 0 and 2 are dead at every place:
+    """Trained-like weights whose full-resolution level has two dead channels at each place:
     a GroupNorm scale and shift of 0 (so 0 after the ReLU) or a zero upsampling output, and
     no weight from them in the next layer. With 4 channels and 4 groups each channel is its
     own group, so the living channels' normalisation does not depend on the dead ones."""
     s = _trained_like(OLD)
-    for gn in ("enc0.0.1", "enc0.1.1", "dec0.1"):
+    for gn, dead in (("enc0.0.1", INNER), ("enc0.1.1", SKIP), ("dec0.1", OUT)):
         for p in ("weight", "bias"):
-            s[f"decoder.{gn}.{p}"][DEAD] = 0.0
-    s["decoder.enc0.1.0.weight"][:, DEAD] = 0.0
-    s["decoder.enc1.0.0.weight"][:, DEAD] = 0.0
-    s["decoder.up0.weight"][:, DEAD] = 0.0  # ConvTranspose: (in, out, ...)
-    s["decoder.up0.bias"][DEAD] = 0.0
-    s["decoder.dec0.0.weight"][:, DEAD] = 0.0  # up0's channels
-    s["decoder.dec0.0.weight"][:, 4 + DEAD] = 0.0  # enc0's channels
-    s["decoder.head.weight"][:, DEAD] = 0.0
+            s[f"decoder.{gn}.{p}"][dead] = 0.0
+    s["decoder.enc0.1.0.weight"][:, INNER] = 0.0
+    s["decoder.enc1.0.0.weight"][:, SKIP] = 0.0
+    s["decoder.up0.weight"][:, UP] = 0.0  # ConvTranspose: (in, out, ...)
+    s["decoder.up0.bias"][UP] = 0.0
+    s["decoder.dec0.0.weight"][:, UP] = 0.0  # its inputs: up0's channels, then enc0's
+    s["decoder.dec0.0.weight"][:, 4 + SKIP] = 0.0
+    s["decoder.head.weight"][:, OUT] = 0.0
     return s
 
 
@@ -66,3 +69,14 @@ def test_a_new_run_starts_from_wider_weights_narrowed(tmp_path):
     started = initial_state(bundle, cfg)
     torch.testing.assert_close(started, narrow_state(state, OLD, NEW))
     X23DNet(NEW).load_state_dict(started)
+    # The full width written out (channels_full = channels_3d) is the same network: no change.
+    cfg.net = NetConfig(features_2d=4, channels_3d=4, levels=3, channels_full=4)
+    torch.testing.assert_close(initial_state(bundle, cfg), state)
+
+
+def test_weights_of_the_full_width_network_say_nothing_of_channels_full():
+    """Files of the full-width network stay readable by code from before channels_full."""
+    assert "channels_full" not in OLD.as_dict()
+    assert NetConfig(**NEW.as_dict()) == NEW
+    assert OLD.same_network(NetConfig(features_2d=4, channels_3d=4, levels=3, channels_full=4))
+    assert not OLD.same_network(NEW)

@@ -110,3 +110,14 @@ def test_fusion_is_the_masked_mean_and_variance_over_the_views_that_see_a_voxel(
     (grad,) = torch.autograd.grad((fused * weight).sum(), values)
     (expected,) = torch.autograd.grad((reference * weight).sum(), values)
     torch.testing.assert_close(grad * mask, expected * mask)
+
+
+def test_fusion_under_bf16_autocast_divides_by_the_exact_count():
+    """Under bf16 autocast on the CPU the mask comes as bf16 while the sampled values are
+    float32: the mean must still be the float32 one (1/3 in bf16 is 0.334)."""
+    generator = torch.Generator().manual_seed(1)
+    values = torch.randn(1, 3, 2, 4, 4, 4, generator=generator)
+    mask = torch.ones(1, 3, 1, 4, 4, 4)
+    fused = fuse(values, mask.to(torch.bfloat16))
+    assert fused.dtype == torch.float32
+    torch.testing.assert_close(fused[:, :2], values.mean(dim=1), rtol=1e-6, atol=1e-6)

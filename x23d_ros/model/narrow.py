@@ -21,10 +21,6 @@ from x23d_ros.model.network import NetConfig
 _D = "decoder."
 
 
-def _full(cfg: NetConfig) -> int:
-    return cfg.channels_full or cfg.channels_3d
-
-
 def _keep(score: torch.Tensor, n: int) -> torch.Tensor:
     """The indices of the `n` largest scores, in ascending order."""
     return torch.sort(torch.topk(score, n).indices).values
@@ -40,7 +36,7 @@ def narrow_state(
 ) -> dict[str, torch.Tensor]:
     """The state dict of an `X23DNet(new)` made from `X23DNet(old)`'s `state`, `new` differing
     from `old` only in a narrower full-resolution level (`channels_full`)."""
-    c_old, c_new = _full(old), _full(new)
+    c_old, c_new = old.full_channels, new.full_channels
     if replace(old, channels_full=0) != replace(new, channels_full=0) or c_new >= c_old:
         raise ValueError(
             f"can only narrow the full-resolution level ({c_old} → fewer channels), "

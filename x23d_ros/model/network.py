@@ -10,7 +10,7 @@ the same weights; fusion is symmetric in the views.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 from torch import nn
@@ -42,8 +42,24 @@ class NetConfig:
     # third of them. A trained network narrows to it through `model.narrow`.
     channels_full: int = 0
 
+    @property
+    def full_channels(self) -> int:
+        """The full-resolution level's channels."""
+        return self.channels_full or self.channels_3d
+
+    def same_network(self, other: NetConfig) -> bool:
+        """Whether `other` builds the same network (`channels_full` 0 and `channels_3d` alike)."""
+        return replace(self, channels_full=self.full_channels) == replace(
+            other, channels_full=other.full_channels
+        )
+
     def as_dict(self) -> dict:
-        return asdict(self)
+        # channels_full only where it is set: files of the full-width network stay readable
+        # by code from before it existed.
+        out = asdict(self)
+        if not self.channels_full:
+            del out["channels_full"]
+        return out
 
 
 def _conv2d(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
@@ -178,7 +194,7 @@ class X23DNet(nn.Module):
             config.channels_3d,
             config.classes,
             config.levels,
-            config.channels_full,
+            config.full_channels,
         )
         if config.view_directions:
             c = config.features_2d

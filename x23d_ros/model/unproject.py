@@ -78,8 +78,10 @@ def fuse(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     CPU this way). Symmetric in the views, so their order and number (2–8) do not matter to
     the network."""
     b, v, c = values.shape[:3]
-    count = mask.sum(dim=1)  # (B, 1, X, Y, Z)
-    inverse = 1.0 / count.clamp(min=1.0)
+    # In the values' dtype (under bf16 autocast the mask is bf16 and the samples float32):
+    # a count of views is exact in either, its reciprocal is not.
+    count = mask.sum(dim=1).to(values.dtype)  # (B, 1, X, Y, Z)
+    safe = count.clamp(min=1.0)
     # `values` are 0 where the mask is, so the masked sums are plain sums; one pass over the
     # views, accumulated in place (the (B, V, C, X, Y, Z) tensor is hundreds of MB for the
     # fine stage: no temporary of its size), variance = E[v²] − E[v]²; then each part written
@@ -89,8 +91,8 @@ def fuse(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     for i in range(1, v):
         total += values[:, i]
         squares.addcmul_(values[:, i], values[:, i])
-    mean = total.mul_(inverse)
-    variance = squares.mul_(inverse).addcmul_(mean, mean, value=-1.0).clamp_(min=0.0)
+    mean = total.div_(safe)
+    variance = squares.div_(safe).addcmul_(mean, mean, value=-1.0).clamp_(min=0.0)
     out = torch.empty(
         (b, 2 * c + 1, *values.shape[3:]),
         dtype=values.dtype,

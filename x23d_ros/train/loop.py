@@ -200,7 +200,7 @@ def initial_state(path: Path, cfg: TrainConfig) -> dict[str, torch.Tensor]:
     else:
         raise ValueError(f"{path} is neither a checkpoint nor weights with a {cfg.stage} stage")
     old = NetConfig(**net)
-    if old == cfg.net:
+    if old.same_network(cfg.net):
         return state
     if replace(old, channels_full=0) == replace(cfg.net, channels_full=0):
         return narrow_state(state, old, cfg.net)
