@@ -286,3 +286,27 @@ def test_inside_by_scanlines_matches_open3ds_per_point_vote_off_the_surface():
     centre = np.round((np.zeros(3) - lo) / grid).astype(int)
     tube = np.round((np.array([20.0, 0.0, 0.0]) - lo) / grid).astype(int)
     assert not inside[tuple(centre)] and inside[tuple(tube)]
+
+
+@pytest.mark.parametrize("at_the_edge", [False, True])
+def test_the_body_centre_is_the_thickest_parts_centre_on_the_whole_grid(at_the_edge):
+    """The distance transform runs on the mask's box only: the centre must be the one the
+    whole grid gives (a reference computed here on the whole grid), also for a mask that
+    touches the grid's side, where no background lies beyond it."""
+    from scipy import ndimage
+
+    i, j, k = np.indices((40, 36, 30))
+    body = (i - 14) ** 2 + (j - 18) ** 2 + (k - 15) ** 2 <= 8**2  # the thick part
+    process = (abs(j - 18) <= 2) & (abs(k - 15) <= 2) & (i >= 14) & (i <= 36)  # a thin rod
+    mask = body | process
+    if at_the_edge:
+        mask = np.roll(mask, -7, axis=0)  # the body now reaches the grid's first slices
+        assert mask[0].any()
+    affine = np.diag([1.5, 1.2, 2.0, 1.0])
+    affine[:3, 3] = [-30.0, 12.0, 5.0]
+    depth = ndimage.distance_transform_edt(mask, sampling=[1.5, 1.2, 2.0])
+    core = surface.largest_component(depth >= 0.6 * depth.max())
+    expected = np.argwhere(core).mean(0) @ affine[:3, :3].T + affine[:3, 3]
+    np.testing.assert_allclose(surface.body_centre(mask, affine), expected, atol=1e-9)
+    # and it lies in the body, not on the rod
+    np.testing.assert_allclose(expected[1:], [18 * 1.2 + 12.0, 15 * 2.0 + 5.0], atol=1.0)

@@ -409,9 +409,16 @@ def box_centre(mask: np.ndarray, affine: np.ndarray) -> np.ndarray:
 def body_centre(mask: np.ndarray, affine: np.ndarray) -> np.ndarray:
     """Centre (3,) mm of the thickest part of a vertebra mask (its body)."""
     spacing = np.linalg.norm(affine[:3, :3], axis=0)
-    depth = ndimage.distance_transform_edt(mask, sampling=spacing)
+    # The transform on the mask's bounding box and one voxel more where the grid goes on: the
+    # same distances (the nearest background voxel of a voxel inside the box lies in the box
+    # or in that shell) at a fraction of the fine grid's cost.
+    idx = np.argwhere(mask)
+    lo = np.maximum(idx.min(0) - 1, 0)
+    hi = np.minimum(idx.max(0) + 2, mask.shape)
+    box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+    depth = ndimage.distance_transform_edt(mask[box], sampling=spacing)
     core = largest_component(depth >= 0.6 * depth.max())
-    return _to_mm(np.argwhere(core).mean(0), affine)
+    return _to_mm(np.argwhere(core).mean(0) + lo, affine)
 
 
 def anatomical_frame(mask: np.ndarray, affine: np.ndarray, superior: np.ndarray) -> np.ndarray:
