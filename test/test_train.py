@@ -289,3 +289,22 @@ def test_bf16_is_used_only_where_the_cpu_does_it_natively(caplog):
     assert use_bf16(True, cpu, amx) is True
     assert use_bf16(False, cpu, amx) is False
     assert use_bf16(False, torch.device("cuda"), avx2) is True  # a GPU always
+
+
+def test_train_only_trains_the_named_parameters_and_keeps_the_others(shards, tmp_path):
+    first = train(_config(shards, tmp_path / "first", 1))
+    start = torch.load(first / "checkpoint.pt", weights_only=True)["model"]
+    cfg = _config(shards, tmp_path / "head", 3)
+    cfg.init, cfg.val = str(first / "checkpoint.pt"), None
+    cfg.train_only = ("decoder.head", "decoder.dec0")
+    trained = torch.load(train(cfg) / "checkpoint.pt", weights_only=True)["model"]
+    changed = {n for n, t in trained.items() if not torch.equal(t, start[n])}
+    assert changed and all(n.startswith(("decoder.head", "decoder.dec0")) for n in changed)
+    assert "decoder.head.weight" in changed
+    # The setting survives the run's config file, and a prefix that names nothing is refused
+    # before any step.
+    saved = TrainConfig.from_json((tmp_path / "head" / "config.json").read_text())
+    assert saved.train_only == cfg.train_only
+    cfg.out, cfg.train_only = str(tmp_path / "typo"), ("decoder.haed",)
+    with pytest.raises(ValueError, match="names no parameter"):
+        train(cfg)

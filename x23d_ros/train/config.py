@@ -77,6 +77,11 @@ class TrainConfig:
     # Where a new run starts from (no checkpoint yet): a run's checkpoint.pt, or a weights
     # file (its network of this stage); grown to `net` if that is larger (`model.grow`).
     init: str | None = None
+    # Names of the parameters that train (prefixes of `X23DNet.named_parameters()`, e.g.
+    # "decoder.enc0"); empty: all. The others stay as `init` gave them: a network whose
+    # full-resolution level was just narrowed (`model.narrow`) can relearn that level first,
+    # without its trained lower levels chasing the new level's early errors.
+    train_only: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.stage not in STAGES:
@@ -102,7 +107,7 @@ class TrainConfig:
         raw = json.loads(text)
         net = default_net(raw.get("stage", "coarse")).as_dict()
         raw["net"] = NetConfig(**{**net, **raw.get("net", {})})
-        for key in ("views", "intensity_gain", "grid"):
+        for key in ("views", "intensity_gain", "grid", "train_only"):
             if isinstance(raw.get(key), list):
                 raw[key] = tuple(raw[key])
         return cls(**raw)

@@ -101,7 +101,7 @@ def train(cfg: TrainConfig) -> Path:
         device = torch.device("cuda", local_rank)
     torch.manual_seed(cfg.seed)
     model = X23DNet(cfg.net).to(device)
-    optimiser = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    optimiser = torch.optim.Adam(trainable(model, cfg.train_only), lr=cfg.lr)
     rng = np.random.default_rng(cfg.seed if world == 1 else [cfg.seed, rank])
     step = 0
     checkpoint = out / "checkpoint.pt"
@@ -185,6 +185,21 @@ def train(cfg: TrainConfig) -> Path:
         import torch.distributed as dist
 
         dist.barrier()
+    return out
+
+
+def trainable(model: torch.nn.Module, prefixes: tuple[str, ...]) -> list[torch.nn.Parameter]:
+    """The parameters whose names start with one of `prefixes` (all when there are none);
+    the others stop requiring gradients. A prefix that names no parameter is refused."""
+    names = [name for name, _ in model.named_parameters()]
+    unknown = [p for p in prefixes if not any(n.startswith(p) for n in names)]
+    if unknown:
+        raise ValueError(f"train_only names no parameter: {unknown} (e.g. {names[0]!r})")
+    out = []
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad_(not prefixes or name.startswith(tuple(prefixes)))
+        if parameter.requires_grad:
+            out.append(parameter)
     return out
 
 
