@@ -5,10 +5,12 @@
 - `marker_array`: visualization_msgs/MarkerArray, a DELETEALL then one TRIANGLE_LIST per
   vertebra (namespace `x23d`, id = level index), one colour per level.
 - `mesh`: shape_msgs/Mesh of one vertebra.
-- `meshes`: those of a whole reconstruction. A publish builds them once and hands them to
-  `marker_array` and `planner_scene.collision_objects`, which reuse their vertex `Point`s: a
-  vertebra has about 4 000 vertices and 8 000 faces, and building the message objects one by
-  one in Python is most of what a publish costs.
+- `meshes`: those of a whole reconstruction, for `marker_array` and
+  `planner_scene.collision_objects`, which reuse their vertex `Point`s.
+- `mesh_cdr`, `marker_array_cdr`: the mesh and the marker array serialised, written from the
+  arrays (`cdr`): a vertebra has about 8 000 vertices and 16 000 faces, and building and
+  converting message objects one by one was most of what a publish cost. The publisher sends
+  these where `cdr.check` passes.
 - `pose_array`: geometry_msgs/PoseArray of the vertebra frames, in L1..L5 order of the levels
   reconstructed.
 """
@@ -26,6 +28,7 @@ from visualization_msgs.msg import Marker, MarkerArray
 
 from x23d_ros.anatomy import LEVELS
 from x23d_ros.pipeline import Reconstruction, VertebraSurface
+from x23d_ros.ros import cdr
 
 MM = 1e-3  # metres per millimetre
 # Okabe–Ito colours (colour-blind safe), L1..L5.
@@ -108,15 +111,11 @@ def meshes(recon: Reconstruction) -> dict[str, Mesh]:
     return {name: mesh(v) for name, v in recon.vertebrae.items()}
 
 
-def marker_array(
-    recon: Reconstruction, frame_id: str, stamp: Time, level_meshes: dict[str, Mesh] | None = None
-) -> MarkerArray:
-    """`level_meshes`: `meshes(recon)` when the caller has built them already."""
-    level_meshes = meshes(recon) if level_meshes is None else level_meshes
+def _markers(recon: Reconstruction, frame_id: str, stamp: Time) -> MarkerArray:
+    """`marker_array` with no points yet."""
     markers = [Marker(header=header(frame_id, stamp), ns="x23d", action=Marker.DELETEALL)]
-    for name, v in recon.vertebrae.items():
+    for name in recon.vertebrae:
         r, g, b = LEVEL_COLOURS[name]
-        vertices = level_meshes[name].vertices
         m = Marker(
             header=header(frame_id, stamp),
             ns="x23d",
@@ -129,11 +128,39 @@ def marker_array(
         )
         m.pose.orientation.w = 1.0
         m.scale.x = m.scale.y = m.scale.z = 1.0
+        markers.append(m)
+    return MarkerArray(markers=markers)
+
+
+def marker_array(
+    recon: Reconstruction, frame_id: str, stamp: Time, level_meshes: dict[str, Mesh] | None = None
+) -> MarkerArray:
+    """`level_meshes`: `meshes(recon)` when the caller has built them already."""
+    level_meshes = meshes(recon) if level_meshes is None else level_meshes
+    out = _markers(recon, frame_id, stamp)
+    for m, (name, v) in zip(out.markers[1:], recon.vertebrae.items(), strict=True):
+        vertices = level_meshes[name].vertices
         # Three corners a face, each the mesh's own vertex object: messages are read, never
         # changed, once built.
         m.points = [vertices[i] for i in v.faces.reshape(-1).tolist()]
-        markers.append(m)
-    return MarkerArray(markers=markers)
+    return out
+
+
+def mesh_cdr(v: VertebraSurface) -> bytes:
+    """`mesh(v)` serialised, written from the arrays (`cdr.encode`): no message objects."""
+    return cdr.encode(
+        Mesh(),
+        {("triangles",): np.asarray(v.faces, np.uint32), ("vertices",): v.vertices * MM},
+    )
+
+
+def marker_array_cdr(recon: Reconstruction, frame_id: str, stamp: Time) -> bytes:
+    """`marker_array` serialised, its points written from the arrays (`cdr.encode`)."""
+    packed = {
+        ("markers", i + 1, "points"): v.vertices[np.asarray(v.faces).reshape(-1)] * MM
+        for i, v in enumerate(recon.vertebrae.values())
+    }
+    return cdr.encode(_markers(recon, frame_id, stamp), packed)
 
 
 def frame_pose(T: np.ndarray) -> Pose:

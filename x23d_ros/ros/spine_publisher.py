@@ -48,6 +48,7 @@ from visualization_msgs.msg import Marker, MarkerArray
 from x23d_ros import __version__
 from x23d_ros.anatomy import LEVELS
 from x23d_ros.pipeline import Reconstruction
+from x23d_ros.ros import cdr
 from x23d_ros.ros import planner_scene as ps
 from x23d_ros.ros import spine_messages as sm
 from x23d_ros.ros.parameters import Param, declare
@@ -124,6 +125,12 @@ class SpinePublisher(Node):
         self.meshes = {
             name: self.create_publisher(Mesh, f"{prefix}/{name}/mesh", LATCHED) for name in LEVELS
         }
+        # Meshes and markers go out as CDR written from their arrays (`cdr`) where rclpy reads
+        # that back as the messages; else as message objects (seconds slower on 2 cores).
+        why_not = cdr.check()
+        self.cdr = not why_not
+        if why_not:
+            self.get_logger().warning(f"meshes and markers as message objects: {why_not}")
         self.diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.session_topic = self.create_publisher(DiagnosticArray, SESSION_TOPIC, LATCHED)
         self.collision = None
@@ -182,11 +189,18 @@ class SpinePublisher(Node):
         with self._lock, gc_paused():
             if not self._publishable(recon):  # again: a reset may have come meanwhile
                 return False
-            level_meshes = sm.meshes(recon)  # built once for the three outputs that carry them
-            for name, publisher in self.meshes.items():  # a level not found: an empty mesh
-                publisher.publish(level_meshes.get(name, Mesh()))
+            level_meshes = None
+            if self.cdr:  # the meshes and markers serialised from their arrays
+                for name, publisher in self.meshes.items():  # a level not found: empty
+                    v = recon.vertebrae.get(name)
+                    publisher.publish(sm.mesh_cdr(v) if v is not None else Mesh())
+                self.markers.publish(sm.marker_array_cdr(recon, frame, stamp))
+            else:
+                level_meshes = sm.meshes(recon)  # built once for the outputs that carry them
+                for name, publisher in self.meshes.items():
+                    publisher.publish(level_meshes.get(name, Mesh()))
+                self.markers.publish(sm.marker_array(recon, frame, stamp, level_meshes))
             self.frames.publish(sm.pose_array(recon, frame, stamp))
-            self.markers.publish(sm.marker_array(recon, frame, stamp, level_meshes))
             prefix = self.p.object_id_prefix
             if self.collision is not None:
                 built = ps.collision_objects(

@@ -1,0 +1,93 @@
+"""Messages serialised from numpy (`cdr`) are what rclpy reads back as the same messages."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from builtin_interfaces.msg import Time
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import Point, Pose
+from rclpy.serialization import deserialize_message, serialize_message
+from shape_msgs.msg import Mesh, MeshTriangle
+from std_msgs.msg import ColorRGBA
+from test_spine_messages import reconstruction
+from visualization_msgs.msg import Marker, MarkerArray
+
+from x23d_ros.ros import cdr
+from x23d_ros.ros import planner_scene as ps
+from x23d_ros.ros import spine_messages as sm
+
+
+def _reads_back(data: bytes, expected) -> None:
+    """rclpy reads `data` as it reads its own serialisation of `expected` (float32 fields
+    rounded alike), and that has as many bytes (its padding bytes are whatever was in memory,
+    so the bytes themselves are not compared)."""
+    theirs = serialize_message(expected)
+    assert deserialize_message(data, type(expected)) == deserialize_message(theirs, type(expected))
+    assert len(data) == len(theirs)
+
+
+def test_the_shipped_messages_are_checked_at_start():
+    assert cdr.check() == ""
+
+
+@pytest.mark.parametrize("faces", [1, 2, 3])  # an odd count puts padding before the vertices
+def test_a_vertebras_mesh_and_markers_from_arrays_read_back_as_the_message_objects(faces):
+    recon = reconstruction()
+    for v in recon.vertebrae.values():
+        v.faces = np.resize(v.faces, (faces, 3))
+    for v in recon.vertebrae.values():
+        _reads_back(sm.mesh_cdr(v), sm.mesh(v))
+    stamp = Time(sec=5, nanosec=7)
+    _reads_back(
+        sm.marker_array_cdr(recon, "patient_ref", stamp),
+        sm.marker_array(recon, "patient_ref", stamp),
+    )
+
+
+def test_nested_messages_strings_fixed_arrays_and_sequences_encode_as_rclpy_reads_them():
+    """The walk over the message definitions, on what else the publisher sends: a MoveIt
+    collision object (nested meshes, poses, strings, subframes), diagnostics (sequences of
+    messages with strings), and a marker with every field set."""
+    recon = reconstruction()
+    objects = ps.collision_objects(recon, "patient_ref", Time(sec=1), "spine/")
+    for obj in objects:
+        _reads_back(cdr.encode(obj), obj)
+    diagnostics = DiagnosticArray(
+        status=[
+            DiagnosticStatus(
+                level=DiagnosticStatus.WARN,
+                name="x23d: reconstructor",
+                message="gate refused: ünreadable",  # UTF-8 beyond ASCII
+                values=[KeyValue(key="a", value=""), KeyValue(key="latency_ms", value="81.1")],
+            )
+        ]
+    )
+    _reads_back(cdr.encode(diagnostics), diagnostics)
+    m = Marker(ns="n", id=-3, type=Marker.MESH_RESOURCE, text="t", mesh_resource="package://x")
+    m.colors = [ColorRGBA(r=0.1), ColorRGBA(a=1.0)]
+    m.texture.data = bytes([1, 2, 3])
+    m.texture.format = "png"
+    m.mesh_file.filename = "f.stl"
+    m.mesh_file.data = bytes(range(7))
+    m.mesh_use_embedded_materials = True
+    m.lifetime.sec = 3
+    _reads_back(cdr.encode(MarkerArray(markers=[m, Marker()])), MarkerArray(markers=[m, Marker()]))
+
+
+def test_only_sequences_of_one_basic_type_can_be_packed():
+    vertices = np.arange(12.0).reshape(4, 3)
+    _reads_back(
+        cdr.encode(Mesh(), {("vertices",): vertices}),
+        Mesh(vertices=[Point(x=x, y=y, z=z) for x, y, z in vertices.tolist()]),
+    )
+    with pytest.raises(ValueError, match="rows of 3 values"):
+        cdr.encode(Mesh(), {("vertices",): np.zeros((4, 2))})
+    with pytest.raises(TypeError, match="cannot be packed"):  # KeyValue holds strings
+        cdr.encode(DiagnosticStatus(), {("values",): np.zeros((2, 2))})
+    pose = Pose()
+    pose.orientation.w = 1.0
+    assert deserialize_message(cdr.encode(pose), Pose) == pose
+    assert MeshTriangle(vertex_indices=np.array([1, 2, 3], np.uint32)) == deserialize_message(
+        cdr.encode(MeshTriangle(vertex_indices=np.array([1, 2, 3], np.uint32))), MeshTriangle
+    )
