@@ -91,3 +91,47 @@ def test_only_sequences_of_one_basic_type_can_be_packed():
     assert MeshTriangle(vertex_indices=np.array([1, 2, 3], np.uint32)) == deserialize_message(
         cdr.encode(MeshTriangle(vertex_indices=np.array([1, 2, 3], np.uint32))), MeshTriangle
     )
+
+
+def test_an_empty_level_packs_to_an_empty_mesh():
+    v = reconstruction().vertebrae["L2"]
+    v.faces = np.zeros((0, 3), np.int64)
+    _reads_back(sm.mesh_cdr(v), sm.mesh(v))
+    recon = reconstruction()
+    recon.vertebrae["L4"].faces = np.zeros((0, 3), np.int64)
+    _reads_back(sm.marker_array_cdr(recon, "r", Time()), sm.marker_array(recon, "r", Time()))
+
+
+def test_a_subscriber_gets_the_meshes_and_markers_the_message_objects_would_carry(ros_domain_id):
+    """Over real DDS, from a SpinePublisher in this process: each level's mesh topic carries
+    that level's mesh, and the markers topic the markers, as the message objects would."""
+    import rclpy
+    from test_bringup import Probe
+
+    from x23d_ros.ros.spine_publisher import LATCHED, SpinePublisher
+
+    recon = reconstruction()
+    probe = Probe(ros_domain_id)
+    meshes, markers = {}, []
+    for name in ("L2", "L3", "L4"):
+        probe.node.create_subscription(
+            Mesh, f"/x23d/spine/{name}/mesh", lambda m, n=name: meshes.__setitem__(n, m), LATCHED
+        )
+    probe.node.create_subscription(MarkerArray, "/x23d/spine/markers", markers.append, LATCHED)
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=ros_domain_id)
+    try:
+        publisher = SpinePublisher(context=context)
+        assert publisher.cdr  # the fast path is the one under test
+        publisher.set_active(True)
+        assert publisher.publish(recon)
+        assert probe.spin_until(lambda: len(meshes) == 3 and markers, 20.0)
+    finally:
+        rclpy.shutdown(context=context)
+    for name in ("L2", "L4"):
+        assert meshes[name] == sm.mesh(recon.vertebrae[name])
+    assert meshes["L3"] == Mesh()  # not reconstructed: an empty mesh
+    expected = sm.marker_array(recon, "x", Time())
+    for got, want in zip(markers[-1].markers, expected.markers, strict=True):
+        want.header = got.header  # stamped at publication, in the node's frame
+        assert deserialize_message(serialize_message(want), Marker) == got

@@ -12,6 +12,8 @@ the spine, in `reference_frame`, in metres:
   registration `registration_parent → reference_frame`, and a frame per vertebra), re-sent whole
   when it changes, as tf2's static broadcaster does.
 - points, markers, one shape_msgs/Mesh per level, and the vertebra frames as a PoseArray.
+  The meshes and markers go out as CDR written from their arrays (`cdr`), where rclpy reads
+  that back as the messages (checked at start; `mesh_encoding` in diagnostics).
 - `/x23d/session` (latched diagnostic_msgs/DiagnosticArray): which session, which shots (their
   acquisition stamps, and `imaged_at`: the newest) and which weights the published spine comes
   from, or that the current session has nothing published yet.
@@ -99,7 +101,9 @@ SESSION_TOPIC = "/x23d/session"
 def gc_paused() -> Iterator[None]:
     """Python's cyclic garbage collector off for the block (and on again after, if it was).
 
-    A publish builds about 60 000 message objects (five meshes); the collector, triggered by
+    A publish that builds the meshes as message objects (where `cdr.check` fails, and for
+    collision objects without collision meshes) builds about 60 000 of them (five meshes,
+    measured with the meshes of then, half today's size); the collector, triggered by
     that many allocations, scanned them over and over and doubled the time to publish
     (measured: 0.4–0.7 s with it, 0.23–0.30 s without). Messages hold no reference cycles, so
     nothing is left for it to collect later.
@@ -114,8 +118,8 @@ def gc_paused() -> Iterator[None]:
 
 
 class SpinePublisher(Node):
-    def __init__(self, status: Callable[[], dict[str, str]] | None = None) -> None:
-        super().__init__("spine_publisher")
+    def __init__(self, status: Callable[[], dict[str, str]] | None = None, context=None) -> None:
+        super().__init__("spine_publisher", context=context)
         self.p = declare(self, PARAMS)
         self.status = status or dict
         prefix = self.p.topic_prefix.rstrip("/")
@@ -191,10 +195,15 @@ class SpinePublisher(Node):
                 return False
             level_meshes = None
             if self.cdr:  # the meshes and markers serialised from their arrays
+                # All made before any goes out: an error leaves every output as it was.
+                out = {
+                    name: sm.mesh_cdr(recon.vertebrae[name]) if name in recon.vertebrae else Mesh()
+                    for name in self.meshes
+                }
+                markers = sm.marker_array_cdr(recon, frame, stamp)
                 for name, publisher in self.meshes.items():  # a level not found: empty
-                    v = recon.vertebrae.get(name)
-                    publisher.publish(sm.mesh_cdr(v) if v is not None else Mesh())
-                self.markers.publish(sm.marker_array_cdr(recon, frame, stamp))
+                    publisher.publish(out[name])
+                self.markers.publish(markers)
             else:
                 level_meshes = sm.meshes(recon)  # built once for the outputs that carry them
                 for name, publisher in self.meshes.items():
@@ -362,6 +371,8 @@ class SpinePublisher(Node):
             "collision_objects_resent": str(self.resent),
             "reconstructions_dropped": str(self.dropped),
             "collision_fallbacks": str(self.collision_fallbacks),
+            # How meshes and markers go out: "cdr" (from their arrays) or "objects".
+            "mesh_encoding": "cdr" if self.cdr else "objects",
             **self.status(),
         }
         warn = any(k.startswith("incompatible_qos.") for k in values) or values.get("last_error")
