@@ -308,3 +308,39 @@ def test_train_only_trains_the_named_parameters_and_keeps_the_others(shards, tmp
     cfg.out, cfg.train_only = str(tmp_path / "typo"), ("decoder.haed",)
     with pytest.raises(ValueError, match="names no parameter"):
         train(cfg)
+
+
+@pytest.mark.parametrize("classes", [1, 6])
+def test_the_distillation_loss_is_least_where_the_network_says_what_its_teacher_says(classes):
+    from x23d_ros.train.loss import distillation_loss
+
+    generator = torch.Generator().manual_seed(0)
+    teacher = 3 * torch.randn(2, classes, 4, 4, 4, generator=generator)
+    student = (teacher + 0.5 * torch.randn(teacher.shape, generator=generator)).requires_grad_()
+    same = teacher.clone().requires_grad_()
+    (grad_same,) = torch.autograd.grad(distillation_loss(same, teacher), same)
+    assert grad_same.abs().max() < 1e-6  # a minimum: no pull away from the teacher
+    assert distillation_loss(student, teacher) > distillation_loss(same, teacher)
+
+
+def test_a_run_with_a_teacher_adds_the_distillation_term_to_its_loss(shards, tmp_path):
+    first = train(_config(shards, tmp_path / "teacher", 1))
+    teacher = torch.load(first / "checkpoint.pt", weights_only=True)
+    losses = {}
+    for name, path in (("alone", None), ("taught", str(first / "checkpoint.pt"))):
+        cfg = _config(shards, tmp_path / name, 1)  # the same seed: the same start and batch
+        cfg.val, cfg.teacher, cfg.teacher_weight = None, path, 5.0
+        train(cfg)
+        lines = (tmp_path / name / "log.jsonl").read_text().split("\n")
+        losses[name] = next(json.loads(x)["loss"] for x in lines if x and "loss" in x)
+    assert losses["taught"] > losses["alone"] + 0.01  # 5 × a cross-entropy: well above 0
+    saved = TrainConfig.from_json((tmp_path / "taught" / "config.json").read_text())
+    assert saved.teacher == str(first / "checkpoint.pt") and saved.teacher_weight == 5.0
+    # A teacher must have the run's stage.
+    cfg.out, cfg.stage = str(tmp_path / "wrong"), "fine"
+    cfg.net = NetConfig(features_2d=4, channels_3d=4, classes=1, image_norm=2.0)
+    bundle = tmp_path / "coarse_only.pt"
+    torch.save({"coarse": {"net": teacher["net"], "state_dict": teacher["model"]}}, bundle)
+    cfg.teacher = str(bundle)
+    with pytest.raises(ValueError, match="fine stage"):
+        train(cfg)

@@ -82,6 +82,12 @@ class TrainConfig:
     # full-resolution level was just narrowed (`model.narrow`) can relearn that level first,
     # without its trained lower levels chasing the new level's early errors.
     train_only: tuple[str, ...] = ()
+    # Knowledge distillation: a trained network of this stage (a weights file or a run's
+    # checkpoint.pt) whose output the network also learns (its cross-entropy against the
+    # teacher's probabilities, times `teacher_weight`, added to the loss). A dense target at
+    # every voxel, for a network that must relearn a level (`model.narrow`).
+    teacher: str | None = None
+    teacher_weight: float = 1.0
 
     def __post_init__(self) -> None:
         if self.stage not in STAGES:

@@ -26,7 +26,7 @@ from x23d_ros.train.batches import make_batch
 from x23d_ros.train.config import TrainConfig, learning_rate
 from x23d_ros.train.curve import plot_curve
 from x23d_ros.train.export import save_atomically
-from x23d_ros.train.loss import loss_fn
+from x23d_ros.train.loss import distillation_loss, loss_fn
 from x23d_ros.train.validation import validate
 
 log = logging.getLogger(__name__)
@@ -102,6 +102,12 @@ def train(cfg: TrainConfig) -> Path:
     torch.manual_seed(cfg.seed)
     model = X23DNet(cfg.net).to(device)
     optimiser = torch.optim.Adam(trainable(model, cfg.train_only), lr=cfg.lr)
+    teacher = None
+    if cfg.teacher:
+        taught_state, taught_net = _stage_state(Path(cfg.teacher), cfg.stage)
+        teacher = X23DNet(NetConfig(**taught_net))
+        teacher.load_state_dict(taught_state)
+        teacher.to(device).eval().requires_grad_(False)
     rng = np.random.default_rng(cfg.seed if world == 1 else [cfg.seed, rank])
     step = 0
     checkpoint = out / "checkpoint.pt"
@@ -138,6 +144,14 @@ def train(cfg: TrainConfig) -> Path:
                     batch["images"].to(device), batch["P"].to(device), batch["points"].to(device)
                 )
             loss = loss_fn(logits, batch["target"].to(device))
+            if teacher is not None:
+                with torch.no_grad(), autocast:
+                    taught = teacher(
+                        batch["images"].to(device),
+                        batch["P"].to(device),
+                        batch["points"].to(device),
+                    )
+                loss = loss + cfg.teacher_weight * distillation_loss(logits, taught)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             for group in optimiser.param_groups:
@@ -203,17 +217,22 @@ def trainable(model: torch.nn.Module, prefixes: tuple[str, ...]) -> list[torch.n
     return out
 
 
+def _stage_state(path: Path, stage: str) -> tuple[dict[str, torch.Tensor], dict]:
+    """The state dict and network config at `path`: a run's checkpoint.pt, or a weights
+    file's network of `stage`."""
+    source = torch.load(path, map_location="cpu", weights_only=True)
+    if "model" in source:
+        return source["model"], source["net"]
+    if stage in source:
+        return source[stage]["state_dict"], source[stage]["net"]
+    raise ValueError(f"{path} is neither a checkpoint nor weights with a {stage} stage")
+
+
 def initial_state(path: Path, cfg: TrainConfig) -> dict[str, torch.Tensor]:
     """The weights a new run of `cfg` starts from: those at `path` (a run's checkpoint.pt, or a
     weights file's network of `cfg.stage`), grown to `cfg.net` when they are smaller, or with
     their full-resolution level narrowed to `cfg.net`'s (`model.narrow`)."""
-    source = torch.load(path, map_location="cpu", weights_only=True)
-    if "model" in source:
-        state, net = source["model"], source["net"]
-    elif cfg.stage in source:
-        state, net = source[cfg.stage]["state_dict"], source[cfg.stage]["net"]
-    else:
-        raise ValueError(f"{path} is neither a checkpoint nor weights with a {cfg.stage} stage")
+    state, net = _stage_state(path, cfg.stage)
     old = NetConfig(**net)
     if old.same_network(cfg.net):
         return state

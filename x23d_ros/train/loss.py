@@ -25,3 +25,14 @@ def loss_fn(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     dims = (0, 2, 3, 4)
     dice = (2 * (prob * onehot).sum(dims) + 1) / (prob.sum(dims) + onehot.sum(dims) + 1)
     return ce + (1 - dice).mean()
+
+
+def distillation_loss(logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of the network's output against a teacher's probabilities (fp32):
+    binary with one output channel, over the classes otherwise."""
+    logits, teacher_logits = logits.float(), teacher_logits.float()
+    if logits.shape[1] == 1:
+        return torch.nn.functional.binary_cross_entropy_with_logits(
+            logits, teacher_logits.sigmoid()
+        )
+    return torch.nn.functional.cross_entropy(logits, teacher_logits.softmax(1))
