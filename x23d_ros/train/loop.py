@@ -139,18 +139,13 @@ def train(cfg: TrainConfig) -> Path:
         while step < cfg.steps:
             batch = make_batch(dataset[int(rng.integers(len(dataset)))], cfg, rng, train=True)
             autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+            inputs = [batch[k].to(device) for k in ("images", "P", "points")]
             with autocast:
-                logits = net(
-                    batch["images"].to(device), batch["P"].to(device), batch["points"].to(device)
-                )
+                logits = net(*inputs)
             loss = loss_fn(logits, batch["target"].to(device))
             if teacher is not None:
                 with torch.no_grad(), autocast:
-                    taught = teacher(
-                        batch["images"].to(device),
-                        batch["P"].to(device),
-                        batch["points"].to(device),
-                    )
+                    taught = teacher(*inputs)
                 loss = loss + cfg.teacher_weight * distillation_loss(logits, taught)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
