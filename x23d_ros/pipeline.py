@@ -27,7 +27,7 @@ import torch
 from x23d_ros import gate, geometry, levels, surface
 from x23d_ros.anatomy import LEVELS
 from x23d_ros.model import inputs
-from x23d_ros.model.network import NetConfig, X23DNet
+from x23d_ros.model.network import load_network
 from x23d_ros.model.style import DEFAULT_STYLE, POLARITIES, StyleTransfer
 from x23d_ros.orientation import DEFAULT_ORIENTATION, OrientationEstimator
 from x23d_ros.poses import sample_views
@@ -239,12 +239,6 @@ class Reconstruction:
         return max(stamps) if stamps else None
 
 
-def _load_stage(state: dict, device: torch.device) -> X23DNet:
-    net = X23DNet(NetConfig(**state["net"]))
-    net.load_state_dict(state["state_dict"])
-    return net.to(device).eval()
-
-
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -293,8 +287,10 @@ class Reconstructor:
         self.domain = str(bundle.get("domain", "synthetic"))  # what the networks read
         self.coarse_cfg = bundle["coarse"]
         self.fine_cfg = bundle["fine"]
-        self.coarse = _load_stage(self.coarse_cfg, self.device)
-        self.fine = _load_stage(self.fine_cfg, self.device)
+        self.coarse = load_network(
+            self.coarse_cfg["net"], self.coarse_cfg["state_dict"], self.device
+        )
+        self.fine = load_network(self.fine_cfg["net"], self.fine_cfg["state_dict"], self.device)
         # Where each level's fine grid goes relative to its coarse blob (x23d_ros.calibrate):
         # `placement` names the blob's point and the frame the offsets are in. Weights without
         # a calibration use the blob's box centre as it is.

@@ -218,3 +218,11 @@ class X23DNet(nn.Module):
             # Linear in the features, so voxels a view does not see stay 0.
             values = values + torch.einsum("bvij,bvjxyz->bvixyz", mix, values)
         return self.decoder(fuse(values, mask))  # channels-last
+
+
+def load_network(net: dict, state_dict: dict, device: torch.device | str = "cpu") -> X23DNet:
+    """A trained network for inference: built from its stored config (`NetConfig.as_dict`),
+    its weights loaded, on `device`, in eval mode."""
+    model = X23DNet(NetConfig(**net))
+    model.load_state_dict(state_dict)
+    return model.to(device).eval()

@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +20,7 @@ from tqdm import tqdm
 from x23d_ros.data.dataset import ShotDataset
 from x23d_ros.model.grow import grow_state
 from x23d_ros.model.narrow import narrow_state
-from x23d_ros.model.network import NetConfig, X23DNet
+from x23d_ros.model.network import NetConfig, X23DNet, load_network
 from x23d_ros.train.batches import make_batch
 from x23d_ros.train.config import TrainConfig, learning_rate
 from x23d_ros.train.curve import plot_curve
@@ -105,9 +104,7 @@ def train(cfg: TrainConfig) -> Path:
     teacher = None
     if cfg.teacher:
         taught_state, taught_net = _stage_state(Path(cfg.teacher), cfg.stage)
-        teacher = X23DNet(NetConfig(**taught_net))
-        teacher.load_state_dict(taught_state)
-        teacher.to(device).eval().requires_grad_(False)
+        teacher = load_network(taught_net, taught_state, device).requires_grad_(False)
     rng = np.random.default_rng(cfg.seed if world == 1 else [cfg.seed, rank])
     step = 0
     checkpoint = out / "checkpoint.pt"
@@ -231,7 +228,7 @@ def initial_state(path: Path, cfg: TrainConfig) -> dict[str, torch.Tensor]:
     old = NetConfig(**net)
     if old.same_network(cfg.net):
         return state
-    if replace(old, channels_full=0) == replace(cfg.net, channels_full=0):
+    if cfg.net.full_channels < old.full_channels:  # narrow_state refuses any other difference
         return narrow_state(state, old, cfg.net)
     return grow_state(state, old, cfg.net, torch.Generator().manual_seed(cfg.seed))
 
