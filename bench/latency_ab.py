@@ -70,7 +70,9 @@ def main() -> None:
     runs: dict[str, list[dict]] = {f"before ({rev})": [], "working tree": []}
     with tempfile.TemporaryDirectory() as tmp:
         before = Path(tmp) / "before"
-        subprocess.run(["git", "worktree", "add", "-q", "--detach", str(before), rev], cwd=ROOT)
+        subprocess.run(
+            ["git", "worktree", "add", "-q", "--detach", str(before), rev], cwd=ROOT, check=True
+        )
         try:
             for _ in range(args.rounds):
                 for name, root in zip(runs, (before, ROOT), strict=True):
