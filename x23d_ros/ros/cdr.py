@@ -90,6 +90,11 @@ def encode(message, packed: dict[tuple, np.ndarray] | None = None) -> bytes:
     return bytes(writer.out)
 
 
+def _where(path: tuple) -> str:
+    """A field's path for an error message: `markers.2.points`."""
+    return ".".join(map(str, path))
+
+
 def _message(w: _Writer, message, path: tuple, packed: dict) -> None:
     fields = message.get_fields_and_field_types()
     for name, kind in zip(fields, message.SLOT_TYPES, strict=True):
@@ -100,7 +105,7 @@ def _field(w: _Writer, kind, value, path: tuple, packed: dict) -> None:
     if isinstance(kind, BasicType):
         w.values(kind.typename, [value])
     elif isinstance(kind, AbstractWString):
-        raise TypeError(f"{'.'.join(map(str, path))}: wide strings are not supported")
+        raise TypeError(f"{_where(path)}: wide strings are not supported")
     elif isinstance(kind, AbstractString):
         w.string(value)
     elif isinstance(kind, NamespacedType):
@@ -116,25 +121,24 @@ def _field(w: _Writer, kind, value, path: tuple, packed: dict) -> None:
             if isinstance(value, array.array | np.ndarray | bytes | list | tuple):
                 w.values(item.typename, value)
             else:
-                raise TypeError(f"{'.'.join(map(str, path))}: {type(value).__name__}")
+                raise TypeError(f"{_where(path)}: {type(value).__name__}")
         else:
             for i, element in enumerate(value):
                 _field(w, item, element, (*path, i), packed)
     else:
-        raise TypeError(f"{'.'.join(map(str, path))}: {kind!r} is not supported")
+        raise TypeError(f"{_where(path)}: {kind!r} is not supported")
 
 
 def _packed(w: _Writer, item, data: np.ndarray, path: tuple) -> None:
     """A sequence from an array: its length (rows), then the rows as the message's fields."""
     kinds = [item.typename] if isinstance(item, BasicType) else _flat_basic_kinds(item, path)
     if len(set(kinds)) != 1:
-        raise TypeError(f"{'.'.join(map(str, path))}: mixed field types cannot be packed")
+        raise TypeError(f"{_where(path)}: mixed field types cannot be packed")
     data = np.asarray(data)
     rows = len(data)
     if rows and data.size != rows * len(kinds):
         raise ValueError(
-            f"{'.'.join(map(str, path))}: rows of {len(kinds)} values expected, "
-            f"got shape {data.shape}"
+            f"{_where(path)}: rows of {len(kinds)} values expected, got shape {data.shape}"
         )
     w.u32(rows)
     w.values(kinds[0], data.reshape(-1))
@@ -154,7 +158,7 @@ def _flat_basic_kinds(kind, path: tuple) -> list[str]:
         elif isinstance(slot, NamespacedType):
             out += _flat_basic_kinds(slot, path)
         else:
-            raise TypeError(f"{'.'.join(map(str, path))}: {kind.name} cannot be packed")
+            raise TypeError(f"{_where(path)}: {kind.name} cannot be packed")
     return out
 
 
