@@ -80,3 +80,29 @@ def test_weights_of_the_full_width_network_say_nothing_of_channels_full():
     assert NetConfig(**NEW.as_dict()) == NEW
     assert OLD.same_network(NetConfig(features_2d=4, channels_3d=4, levels=3, channels_full=4))
     assert not OLD.same_network(NEW)
+
+
+def test_a_narrower_full_resolution_level_keeps_the_channels_a_group_of_its_network():
+    """16 channels normalise in pairs (GroupNorm(8, 16)); narrowed to 8 the level keeps pairs
+    (4 groups), not one channel a group, which fitted far more slowly (model card, `k7`). The
+    full width, and the coarse stage's 8 channels in single groups, are as before."""
+
+    def groups(cfg: NetConfig) -> list[int]:
+        d = X23DNet(cfg).decoder
+        return [d.enc0[0][1].num_groups, d.enc0[1][1].num_groups, d.dec0[1].num_groups]
+
+    assert groups(NetConfig(channels_3d=16, channels_full=8)) == [4, 4, 4]
+    assert groups(NetConfig(channels_3d=16)) == [8, 8, 8]
+    assert groups(NetConfig(channels_3d=16, channels_full=16)) == [8, 8, 8]
+    assert groups(NetConfig(channels_3d=8)) == [8, 8, 8]
+    assert groups(NetConfig(channels_3d=8, channels_full=4)) == [4, 4, 4]
+    half = X23DNet(NetConfig(channels_3d=16, channels_full=8)).decoder.enc1[0][1]
+    assert half.num_groups == 8 and half.num_channels == 32  # below full resolution: unchanged
+    with pytest.raises(ValueError, match="groups of 2"):
+        X23DNet(NetConfig(channels_3d=16, channels_full=7))
+    with pytest.raises(ValueError, match="groups of 2"):
+        narrow_state(
+            _trained_like(NetConfig(features_2d=4, channels_3d=16, levels=3)),
+            NetConfig(features_2d=4, channels_3d=16, levels=3),
+            NetConfig(features_2d=4, channels_3d=16, levels=3, channels_full=5),
+        )

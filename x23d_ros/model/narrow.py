@@ -16,7 +16,7 @@ from dataclasses import replace
 
 import torch
 
-from x23d_ros.model.network import NetConfig
+from x23d_ros.model.network import NetConfig, full_groups
 
 _D = "decoder."
 
@@ -42,8 +42,7 @@ def narrow_state(
             f"can only narrow the full-resolution level ({c_old} → fewer channels), "
             f"with the rest of the network alike: {old} → {new}"
         )
-    if c_new % min(8, c_new):
-        raise ValueError(f"channels_full {c_new} must be divisible by its GroupNorm groups")
+    full_groups(new.channels_3d, c_new)  # refuses a width that does not divide into its groups
     s = {k: v.float() for k, v in state.items()}
 
     def gn(name: str) -> torch.Tensor:  # a GroupNorm's |scale| per channel
