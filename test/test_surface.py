@@ -310,3 +310,31 @@ def test_the_body_centre_is_the_thickest_parts_centre_on_the_whole_grid(at_the_e
     np.testing.assert_allclose(surface.body_centre(mask, affine), expected, atol=1e-9)
     # and it lies in the body, not on the rod
     np.testing.assert_allclose(expected[1:], [18 * 1.2 + 12.0, 15 * 2.0 + 5.0], atol=1.0)
+
+
+def test_the_distance_field_is_exact_wherever_a_level_set_can_pass():
+    """The collision meshes' field (`_DistanceField`) gives open3d's exact distance to the
+    triangles at every grid point within the reach plus a grid step (negative inside), and
+    more than the reach everywhere else, so every level set up to the reach is the exact
+    field's, here on a torus (concave, with a hole the field must see as outside)."""
+    import open3d as o3d
+
+    torus = o3d.geometry.TriangleMesh.create_torus(20.0, 6.0, 60, 30)
+    v, f = np.asarray(torus.vertices, float), surface._wound_outwards(
+        np.asarray(torus.vertices, float), np.asarray(torus.triangles, np.int64)
+    )
+    reach, grid = 4.5, 3.0
+    field = surface._DistanceField(v, f, reach, grid)
+    axes = [field.lo[a] + grid * np.arange(n) for a, n in enumerate(field.distance.shape)]
+    points = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3).astype(np.float32)
+    exact = surface._scene(v, f).compute_signed_distance(o3d.core.Tensor(points)).numpy()
+    got = field.distance.ravel()
+    band = np.abs(exact) <= reach + grid
+    assert band.sum() > 1000 and (~band).sum() > 1000
+    np.testing.assert_allclose(got[band], exact[band], atol=1e-3)
+    assert np.all(np.abs(got[~band]) > reach)
+    assert np.all(np.sign(got[~band]) == np.sign(exact[~band]))
+    # A level set is the exact field's: its vertices lie at the offset from the torus.
+    verts, _ = field.level_set(3.0)
+    on = surface._scene(v, f).compute_distance(o3d.core.Tensor(verts.astype(np.float32)))
+    assert np.abs(on.numpy() - 3.0).max() < 0.5

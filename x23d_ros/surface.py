@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage, sparse
+from scipy import ndimage, sparse, spatial
 from skimage import measure
 
 
@@ -102,14 +102,14 @@ def mesh_from_probability(
 #: Collision meshes: the distance field's grid (mm), the first extra offset beyond the padding
 #: (covers the grid's quantisation and the decimation's chords), the extra added per retry, and
 #: the tolerance of the check (a margin of at least padding − tolerance at every vertex).
-COLLISION_GRID_MM = 1.0
-#: Marching cubes takes every third point of the distance field's grid: a level set of about a
-#: third of the triangles, so the decimation (most of the time) is cheaper.
-#: `bench/bench_collision.py` (36 vertebrae, one AVX2 host): 1.11 s a spine (median; max 1.23)
-#: against 1.53 s (2.01) in steps of 2, the same smallest and median margins (1.75 and
-#: 3.13 mm against 1.75 and 3.15), the same one hull fallback; steps of 4: 1.03 s, but the
-#: median margin 3.63 mm and two fallbacks.
-COLLISION_MC_STEP = 3
+#: The field holds each grid point's exact distance to the surface's triangles (open3d), on a
+#: 3 mm grid. Before, a Euclidean distance transform on a 1 mm grid gave the distances, and
+#: marching cubes took every third point of it: the same level-set density (steps of 2: 1.53 s
+#: a spine, no better margins; steps of 4: a median margin of 3.63 mm and two hull fallbacks,
+#: `bench/bench_collision.py`), at 27 times the points and a distance rounded to the grid.
+#: Same host, same 36 vertebrae: 0.68 s a spine (median; max 0.77) against 1.06 s (1.20);
+#: smallest margin 1.82 mm against 1.75, median 2.94 against 3.13, no hull fallback against one.
+COLLISION_GRID_MM = 3.0
 COLLISION_EXTRA_MM = (1.0, 0.5)
 COLLISION_TOLERANCE_MM = 0.25
 COLLISION_ATTEMPTS = 4
@@ -211,26 +211,45 @@ def _inside_on_grid(scene, lo: np.ndarray, shape: list[int], grid_mm: float) -> 
 
 
 class _DistanceField:
-    """The distance (mm) outside a closed mesh on a `grid_mm` grid reaching `reach_mm` beyond
-    it (inside by ray parity, `_inside_on_grid`; distances by the Euclidean distance transform; 0
-    inside), and its level sets. A level set of a distance field does not fold, where moving
-    vertices along their normals does in concave places."""
+    """The signed distance (mm; negative inside) to a closed mesh, on a `grid_mm` grid reaching
+    `reach_mm` beyond it, and its level sets up to `reach_mm`: each grid point's distance to the
+    nearest triangle (open3d), inside by ray parity (`_inside_on_grid`). A level set of a
+    distance field does not fold, where moving vertices along their normals does in concave
+    places.
+
+    Only the points near the surface get their exact distance (four fifths of a vertebra's
+    grid lie farther, and cost open3d more each). A point whose nearest vertex lies farther
+    than `reach_mm` + one grid step + the longest edge is at least `reach_mm` + one grid step
+    from every triangle, and so are its neighbours at least `reach_mm` away: no level set up to
+    `reach_mm` crosses an edge of the grid that touches it, and any value beyond `reach_mm`
+    serves."""
 
     def __init__(
         self, vertices: np.ndarray, faces: np.ndarray, reach_mm: float, grid_mm: float
     ) -> None:
+        import open3d as o3d
+
         self.grid_mm = grid_mm
-        self.lo = vertices.min(0) - reach_mm - 3 * grid_mm
-        hi = vertices.max(0) + reach_mm + 3 * grid_mm
+        self.lo = vertices.min(0) - reach_mm - 2 * grid_mm
+        hi = vertices.max(0) + reach_mm + 2 * grid_mm
         axes = [np.arange(a, b + grid_mm, grid_mm) for a, b in zip(self.lo, hi, strict=True)]
-        inside = _inside_on_grid(_scene(vertices, faces), self.lo, [len(a) for a in axes], grid_mm)
-        self.distance = (ndimage.distance_transform_edt(~inside) * grid_mm).astype(np.float32)
+        scene = _scene(vertices, faces)
+        inside = _inside_on_grid(scene, self.lo, [len(a) for a in axes], grid_mm)
+        points = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
+        edges = vertices[faces] - vertices[np.roll(faces, 1, axis=1)]
+        far = reach_mm + grid_mm + float(np.linalg.norm(edges, axis=-1).max())
+        nearest_vertex, _ = spatial.cKDTree(vertices).query(points, distance_upper_bound=far)
+        near = np.isfinite(nearest_vertex)
+        distance = np.full(len(points), far, np.float32)
+        distance[near] = scene.compute_distance(
+            o3d.core.Tensor(points[near].astype(np.float32))
+        ).numpy()
+        self.distance = np.where(inside, -1.0, 1.0) * distance.reshape(inside.shape)
 
     def level_set(self, offset_mm: float) -> tuple[np.ndarray, np.ndarray]:
-        """The surface `offset_mm` (> 0) outside: marching cubes in `COLLISION_MC_STEP`-voxel
-        steps."""
+        """The surface `offset_mm` (> 0) outside, by marching cubes."""
         verts, tris, _, _ = measure.marching_cubes(
-            self.distance, offset_mm, step_size=COLLISION_MC_STEP, allow_degenerate=False
+            self.distance, offset_mm, allow_degenerate=False
         )
         return verts * self.grid_mm + self.lo, tris.astype(np.int64)
 
