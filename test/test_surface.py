@@ -320,8 +320,11 @@ def test_the_distance_field_is_exact_wherever_a_level_set_can_pass():
     import open3d as o3d
 
     torus = o3d.geometry.TriangleMesh.create_torus(20.0, 6.0, 60, 30)
-    v, f = np.asarray(torus.vertices, float), surface._wound_outwards(
-        np.asarray(torus.vertices, float), np.asarray(torus.triangles, np.int64)
+    v, f = (
+        np.asarray(torus.vertices, float),
+        surface._wound_outwards(
+            np.asarray(torus.vertices, float), np.asarray(torus.triangles, np.int64)
+        ),
     )
     reach, grid = 4.5, 3.0
     field = surface._DistanceField(v, f, reach, grid)
@@ -338,3 +341,13 @@ def test_the_distance_field_is_exact_wherever_a_level_set_can_pass():
     verts, _ = field.level_set(3.0)
     on = surface._scene(v, f).compute_distance(o3d.core.Tensor(verts.astype(np.float32)))
     assert np.abs(on.numpy() - 3.0).max() < 0.5
+    # A thick solid (a ball of 20 mm: the torus's tube is thinner than the reach): its core,
+    # farther than the band from the surface, is inside (negative), beyond the reach.
+    ball = o3d.geometry.TriangleMesh.create_sphere(20.0, 40)
+    bv = np.asarray(ball.vertices, float)
+    bf = surface._wound_outwards(bv, np.asarray(ball.triangles, np.int64))
+    field = surface._DistanceField(bv, bf, reach, grid)
+    axes = [field.lo[a] + grid * np.arange(n) for a, n in enumerate(field.distance.shape)]
+    radius = np.linalg.norm(np.stack(np.meshgrid(*axes, indexing="ij"), -1), axis=-1)
+    core = radius < 20.0 - reach - grid - 2.0  # 2 mm: the sphere's chords
+    assert core.sum() > 50 and np.all(field.distance[core] < -reach)
