@@ -7,6 +7,7 @@ import pytest
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Point, Pose
+from moveit_msgs.msg import CollisionObject
 from rclpy.serialization import deserialize_message, serialize_message
 from shape_msgs.msg import Mesh, MeshTriangle
 from std_msgs.msg import ColorRGBA
@@ -75,6 +76,26 @@ def test_nested_messages_strings_fixed_arrays_and_sequences_encode_as_rclpy_read
     _reads_back(cdr.encode(MarkerArray(markers=[m, Marker()])), MarkerArray(markers=[m, Marker()]))
 
 
+@pytest.mark.parametrize("padded", [True, False])
+def test_collision_objects_from_arrays_read_back_as_the_message_objects(padded):
+    """The collision objects as the publisher sends them by default (`collision_objects_cdr`):
+    with the padded collision meshes' arrays, and with the visual surfaces' (padding 0, no
+    budget), each reads back as the object built from message objects."""
+    recon = reconstruction()
+    stamp = Time(sec=2, nanosec=9)
+    if padded:
+        arrays = ps.collision_meshes(recon, 2.0, 2000)
+    else:
+        arrays = {n: (v.vertices * sm.MM, v.faces) for n, v in recon.vertebrae.items()}
+    ours = ps.collision_objects_cdr(recon, "patient_ref", stamp, "spine/", arrays)
+    shapes = {n: sm.mesh_message(*a) for n, a in arrays.items()}
+    objects = ps.collision_objects(recon, "patient_ref", stamp, "spine/", shapes)
+    assert list(ours) == [o.id for o in objects] == ["spine/L2", "spine/L4"]
+    for obj in objects:
+        assert len(obj.meshes[0].triangles) > 0
+        _reads_back(ours[obj.id], obj)
+
+
 def test_only_sequences_of_one_basic_type_can_be_packed():
     vertices = np.arange(12.0).reshape(4, 3)
     _reads_back(
@@ -108,6 +129,7 @@ def test_a_subscriber_gets_the_meshes_and_markers_the_message_objects_would_carr
     import rclpy
     from test_bringup import Probe
 
+    from x23d_ros.ros.planner_probe import MOVEIT_QOS
     from x23d_ros.ros.spine_publisher import LATCHED, SpinePublisher
 
     recon = reconstruction()
@@ -118,14 +140,19 @@ def test_a_subscriber_gets_the_meshes_and_markers_the_message_objects_would_carr
             Mesh, f"/x23d/spine/{name}/mesh", lambda m, n=name: meshes.__setitem__(n, m), LATCHED
         )
     probe.node.create_subscription(MarkerArray, "/x23d/spine/markers", markers.append, LATCHED)
+    objects: list[CollisionObject] = []
+    probe.node.create_subscription(CollisionObject, "/collision_object", objects.append, MOVEIT_QOS)
     context = rclpy.Context()
     rclpy.init(context=context, domain_id=ros_domain_id)
     try:
         publisher = SpinePublisher(context=context)
         assert publisher.cdr  # the fast path is the one under test
         publisher.set_active(True)
+        # /collision_object is volatile (as MoveIt subscribes): published once matched.
+        assert probe.spin_until(lambda: publisher.collision.get_subscription_count() > 0, 10.0)
         assert publisher.publish(recon)
-        assert probe.spin_until(lambda: len(meshes) == 3 and markers, 20.0)
+        assert probe.spin_until(lambda: len(meshes) == 3 and markers and len(objects) >= 2, 20.0)
+        padding, budget = publisher.p.collision_padding_mm, publisher.p.collision_max_triangles
     finally:
         rclpy.shutdown(context=context)
     for name in ("L2", "L4"):
@@ -135,3 +162,15 @@ def test_a_subscriber_gets_the_meshes_and_markers_the_message_objects_would_carr
     for got, want in zip(markers[-1].markers, expected.markers, strict=True):
         want.header = got.header  # stamped at publication, in the node's frame
         assert deserialize_message(serialize_message(want), Marker) == got
+
+    # The collision objects: the padded meshes' objects, as message objects would carry them.
+    shapes = {
+        n: sm.mesh_message(*a) for n, a in ps.collision_meshes(recon, padding, budget).items()
+    }
+    expected = {o.id: o for o in ps.collision_objects(recon, "x", Time(), "", shapes)}
+    got = {o.id: o for o in objects if o.operation == CollisionObject.ADD}
+    assert sorted(got) == ["L2", "L4"]
+    for i, want in expected.items():
+        want.header = got[i].header
+        assert len(want.meshes[0].triangles) > 0
+        assert deserialize_message(serialize_message(want), CollisionObject) == got[i]

@@ -166,8 +166,9 @@ def check() -> str:
     """'' when rclpy reads what `encode` writes as it reads its own serialisation of the
     message, at the length that has (its padding bytes are left as they were in memory, so
     bytes are not compared), for a sample of what x23d_ros publishes this way (a mesh, a
-    marker array); else why not."""
-    from geometry_msgs.msg import Point
+    marker array, a MoveIt collision object); else why not."""
+    from geometry_msgs.msg import Point, Pose
+    from moveit_msgs.msg import CollisionObject
     from rclpy.serialization import deserialize_message, serialize_message
     from shape_msgs.msg import Mesh, MeshTriangle
     from std_msgs.msg import ColorRGBA
@@ -189,8 +190,21 @@ def check() -> str:
             {("markers", 1, "points"): vertices[faces.reshape(-1)]},
         ),
     }
+    pose = Pose()
+    pose.orientation.w = 1.0
+    obj = CollisionObject(id="L3", meshes=[Mesh()], mesh_poses=[pose], subframe_names=["body"])
+    obj.header.frame_id, obj.pose, obj.subframe_poses = "ref", pose, [pose]
+    obj.operation = CollisionObject.ADD
+    ours["collision object"] = encode(
+        obj, {("meshes", 0, "triangles"): faces, ("meshes", 0, "vertices"): vertices}
+    )
+    obj.meshes = [mesh]
     marker.points = [points[i] for i in faces.reshape(-1).tolist()]
-    expected = {"mesh": mesh, "markers": MarkerArray(markers=[empty, marker])}
+    expected = {
+        "mesh": mesh,
+        "markers": MarkerArray(markers=[empty, marker]),
+        "collision object": obj,
+    }
     wrong = []
     for name, data in ours.items():
         kind = type(expected[name])

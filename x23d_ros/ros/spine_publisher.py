@@ -12,8 +12,9 @@ the spine, in `reference_frame`, in metres:
   registration `registration_parent → reference_frame`, and a frame per vertebra), re-sent whole
   when it changes, as tf2's static broadcaster does.
 - points, markers, one shape_msgs/Mesh per level, and the vertebra frames as a PoseArray.
-  The meshes and markers go out as CDR written from their arrays (`cdr`), where rclpy reads
-  that back as the messages (checked at start; `mesh_encoding` in diagnostics).
+  The meshes, markers and collision objects go out as CDR written from their arrays (`cdr`),
+  where rclpy reads that back as the messages (checked at start; `mesh_encoding` in
+  diagnostics).
 - `/x23d/session` (latched diagnostic_msgs/DiagnosticArray): which session, which shots (their
   acquisition stamps, and `imaged_at`: the newest) and which weights the published spine comes
   from, or that the current session has nothing published yet.
@@ -101,8 +102,8 @@ SESSION_TOPIC = "/x23d/session"
 def gc_paused() -> Iterator[None]:
     """Python's cyclic garbage collector off for the block (and on again after, if it was).
 
-    A publish that builds the meshes as message objects (where `cdr.check` fails, and for
-    collision objects without collision meshes) builds about 60 000 of them (five meshes,
+    A publish that builds the meshes as message objects (where `cdr.check` fails) builds
+    about 60 000 of them (five meshes,
     measured with the meshes of then, half today's size); the collector, triggered by
     that many allocations, scanned them over and over and doubled the time to publish
     (measured: 0.4–0.7 s with it, 0.23–0.30 s without). Messages hold no reference cycles, so
@@ -129,12 +130,15 @@ class SpinePublisher(Node):
         self.meshes = {
             name: self.create_publisher(Mesh, f"{prefix}/{name}/mesh", LATCHED) for name in LEVELS
         }
-        # Meshes and markers go out as CDR written from their arrays (`cdr`) where rclpy reads
-        # that back as the messages; else as message objects (seconds slower on 2 cores).
+        # Meshes, markers and collision objects go out as CDR written from their arrays (`cdr`)
+        # where rclpy reads that back as the messages; else as message objects (seconds slower
+        # on 2 cores).
         why_not = cdr.check()
         self.cdr = not why_not
         if why_not:
-            self.get_logger().warning(f"meshes and markers as message objects: {why_not}")
+            self.get_logger().warning(
+                f"meshes, markers and collision objects as message objects: {why_not}"
+            )
         self.diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.session_topic = self.create_publisher(DiagnosticArray, SESSION_TOPIC, LATCHED)
         self.collision = None
@@ -162,7 +166,7 @@ class SpinePublisher(Node):
                 )
             ]
         self.active = False  # the reconstructor's activation switches it on (bringup.Pipeline)
-        self.objects: dict[str, CollisionObject] = {}
+        self.objects: dict[str, CollisionObject | bytes] = {}  # bytes: CDR (`self.cdr`)
         self.frames_sent: list[str] = []
         self.published = 0
         self.resent = 0
@@ -193,29 +197,42 @@ class SpinePublisher(Node):
         with self._lock, gc_paused():
             if not self._publishable(recon):  # again: a reset may have come meanwhile
                 return False
-            level_meshes = None
-            if self.cdr:  # the meshes and markers serialised from their arrays
+            prefix = self.p.object_id_prefix
+            objects: dict[str, CollisionObject | bytes] = {}
+            if self.cdr:  # the meshes, markers and collision objects serialised from arrays
                 # All made before any goes out: an error leaves every output as it was.
                 out = {
                     name: sm.mesh_cdr(recon.vertebrae[name]) if name in recon.vertebrae else Mesh()
                     for name in self.meshes
                 }
                 markers = sm.marker_array_cdr(recon, frame, stamp)
+                if self.collision is not None:
+                    objects = ps.collision_objects_cdr(
+                        recon,
+                        frame,
+                        stamp,
+                        prefix,
+                        collision_meshes
+                        or {n: (v.vertices * sm.MM, v.faces) for n, v in recon.vertebrae.items()},
+                    )
                 for name, publisher in self.meshes.items():  # a level not found: empty
                     publisher.publish(out[name])
                 self.markers.publish(markers)
             else:
                 level_meshes = sm.meshes(recon)  # built once for the outputs that carry them
+                if self.collision is not None:
+                    shapes = (
+                        level_meshes
+                        if collision_meshes is None
+                        else {n: sm.mesh_message(*a) for n, a in collision_meshes.items()}
+                    )
+                    built = ps.collision_objects(recon, frame, stamp, prefix, shapes)
+                    objects = {o.id: o for o in built}
                 for name, publisher in self.meshes.items():
                     publisher.publish(level_meshes.get(name, Mesh()))
                 self.markers.publish(sm.marker_array(recon, frame, stamp, level_meshes))
             self.frames.publish(sm.pose_array(recon, frame, stamp))
-            prefix = self.p.object_id_prefix
             if self.collision is not None:
-                built = ps.collision_objects(
-                    recon, frame, stamp, prefix, collision_meshes or level_meshes
-                )
-                objects = {o.id: o for o in built}
                 gone = [i for i in self.objects if i not in objects]
                 for message in ps.removals(gone, frame, stamp) + list(objects.values()):
                     self.collision.publish(message)
@@ -371,7 +388,8 @@ class SpinePublisher(Node):
             "collision_objects_resent": str(self.resent),
             "reconstructions_dropped": str(self.dropped),
             "collision_fallbacks": str(self.collision_fallbacks),
-            # How meshes and markers go out: "cdr" (from their arrays) or "objects".
+            # How meshes, markers and collision objects go out: "cdr" (from their arrays) or
+            # "objects".
             "mesh_encoding": "cdr" if self.cdr else "objects",
             **self.status(),
         }
