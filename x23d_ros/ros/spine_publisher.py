@@ -103,11 +103,10 @@ def gc_paused() -> Iterator[None]:
     """Python's cyclic garbage collector off for the block (and on again after, if it was).
 
     A publish that builds the meshes as message objects (where `cdr.check` fails) builds
-    about 60 000 of them (five meshes,
-    measured with the meshes of then, half today's size); the collector, triggered by
-    that many allocations, scanned them over and over and doubled the time to publish
-    (measured: 0.4–0.7 s with it, 0.23–0.30 s without). Messages hold no reference cycles, so
-    nothing is left for it to collect later.
+    about 60 000 of them (five meshes, measured with the meshes of then, half today's size);
+    the collector, triggered by that many allocations, scanned them over and over and doubled
+    the time to publish (measured: 0.4–0.7 s with it, 0.23–0.30 s without). Messages hold no
+    reference cycles, so nothing is left for it to collect later.
     """
     enabled = gc.isenabled()
     gc.disable()
