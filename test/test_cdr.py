@@ -83,17 +83,18 @@ def test_collision_objects_from_arrays_read_back_as_the_message_objects(padded):
     budget), each reads back as the object built from message objects."""
     recon = reconstruction()
     stamp = Time(sec=2, nanosec=9)
-    if padded:
-        arrays = ps.collision_meshes(recon, 2.0, 2000)
-    else:
-        arrays = {n: (v.vertices * sm.MM, v.faces) for n, v in recon.vertebrae.items()}
+    arrays = ps.collision_meshes(recon, 2.0, 2000) if padded else sm.mesh_arrays(recon)
     ours = ps.collision_objects_cdr(recon, "patient_ref", stamp, "spine/", arrays)
     shapes = {n: sm.mesh_message(*a) for n, a in arrays.items()}
     objects = ps.collision_objects(recon, "patient_ref", stamp, "spine/", shapes)
     assert list(ours) == [o.id for o in objects] == ["spine/L2", "spine/L4"]
     for obj in objects:
-        assert len(obj.meshes[0].triangles) > 0
         _reads_back(ours[obj.id], obj)
+        got = deserialize_message(ours[obj.id], CollisionObject).meshes[0]
+        xyz = np.array([[p.x, p.y, p.z] for p in got.vertices])
+        assert len(got.triangles) > 0 and np.ptp(xyz, 0).max() < 0.15  # metres, not mm
+    with pytest.raises(ValueError, match=r"no sequence at meshes\.1\.vertices"):
+        cdr.encode(objects[0], {("meshes", 1, "vertices"): np.zeros((3, 3))})
 
 
 def test_only_sequences_of_one_basic_type_can_be_packed():
@@ -174,3 +175,37 @@ def test_a_subscriber_gets_the_meshes_and_markers_the_message_objects_would_carr
         want.header = got[i].header
         assert len(want.meshes[0].triangles) > 0
         assert deserialize_message(serialize_message(want), CollisionObject) == got[i]
+
+
+def test_a_publish_that_fails_to_build_sends_nothing(ros_domain_id, monkeypatch):
+    """Every output is made before any goes out: when one cannot be made (here the cloud, the
+    last), no mesh, marker or collision object reaches a subscriber, and the planner's objects
+    stay as they were."""
+    import rclpy
+    from test_bringup import Probe
+
+    from x23d_ros.ros.planner_probe import MOVEIT_QOS
+    from x23d_ros.ros.spine_publisher import LATCHED, SpinePublisher
+
+    got = []
+    probe = Probe(ros_domain_id)
+    probe.node.create_subscription(Mesh, "/x23d/spine/L2/mesh", got.append, LATCHED)
+    probe.node.create_subscription(MarkerArray, "/x23d/spine/markers", got.append, LATCHED)
+    probe.node.create_subscription(CollisionObject, "/collision_object", got.append, MOVEIT_QOS)
+
+    def cannot(*args):
+        raise RuntimeError("the cloud cannot be made")
+
+    monkeypatch.setattr(sm, "point_cloud", cannot)
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=ros_domain_id)
+    try:
+        publisher = SpinePublisher(context=context)
+        publisher.set_active(True)
+        assert probe.spin_until(lambda: publisher.collision.get_subscription_count() > 0, 10.0)
+        with pytest.raises(RuntimeError, match="cannot be made"):
+            publisher.publish(reconstruction())
+        probe.spin_until(lambda: bool(got), 3.0)
+        assert got == [] and publisher.objects == {} and publisher.published == 0
+    finally:
+        rclpy.shutdown(context=context)

@@ -84,9 +84,13 @@ def encode(message, packed: dict[tuple, np.ndarray] | None = None) -> bytes:
     at a path in `packed` (field names and list indices from `message`, e.g.
     `("markers", 2, "points")`) written from that array: rows of a message whose fields are
     all of one basic type (Point: (N, 3) float64; MeshTriangle: (N, 3) uint32), or values of
-    a basic type."""
+    a basic type. A path in `packed` that names no sequence of `message` is refused: its
+    data would otherwise be dropped without a word (an ADD with no geometry)."""
     writer = _Writer()
-    _message(writer, message, (), packed or {})
+    packed = dict(packed or {})
+    _message(writer, message, (), packed)
+    if packed:  # each path is taken out as it is written
+        raise ValueError(f"no sequence at {', '.join(_where(p) for p in packed)} to pack")
     return bytes(writer.out)
 
 
@@ -113,7 +117,7 @@ def _field(w: _Writer, kind, value, path: tuple, packed: dict) -> None:
     elif isinstance(kind, Array | AbstractSequence):
         if isinstance(kind, AbstractSequence):
             if path in packed:
-                _packed(w, kind.value_type, packed[path], path)
+                _packed(w, kind.value_type, packed.pop(path), path)
                 return
             w.u32(len(value))
         item = kind.value_type

@@ -106,6 +106,11 @@ def mesh_message(vertices_m: np.ndarray, faces: np.ndarray) -> Mesh:
     )
 
 
+def mesh_arrays(recon: Reconstruction) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Every reconstructed level's surface as `mesh` carries it: vertices (metres), triangles."""
+    return {name: (v.vertices * MM, v.faces) for name, v in recon.vertebrae.items()}
+
+
 def meshes(recon: Reconstruction) -> dict[str, Mesh]:
     """`mesh` of every reconstructed level, by level name."""
     return {name: mesh(v) for name, v in recon.vertebrae.items()}

@@ -197,28 +197,23 @@ class SpinePublisher(Node):
             if not self._publishable(recon):  # again: a reset may have come meanwhile
                 return False
             prefix = self.p.object_id_prefix
+            # Everything is made before anything goes out: an error leaves every output as it
+            # was (and the planner's objects and frames as they were).
             objects: dict[str, CollisionObject | bytes] = {}
             if self.cdr:  # the meshes, markers and collision objects serialised from arrays
-                # All made before any goes out: an error leaves every output as it was.
-                out = {
+                level_out = {
                     name: sm.mesh_cdr(recon.vertebrae[name]) if name in recon.vertebrae else Mesh()
                     for name in self.meshes
                 }
                 markers = sm.marker_array_cdr(recon, frame, stamp)
                 if self.collision is not None:
                     objects = ps.collision_objects_cdr(
-                        recon,
-                        frame,
-                        stamp,
-                        prefix,
-                        collision_meshes
-                        or {n: (v.vertices * sm.MM, v.faces) for n, v in recon.vertebrae.items()},
+                        recon, frame, stamp, prefix, collision_meshes or sm.mesh_arrays(recon)
                     )
-                for name, publisher in self.meshes.items():  # a level not found: empty
-                    publisher.publish(out[name])
-                self.markers.publish(markers)
             else:
                 level_meshes = sm.meshes(recon)  # built once for the outputs that carry them
+                level_out = {name: level_meshes.get(name, Mesh()) for name in self.meshes}
+                markers = sm.marker_array(recon, frame, stamp, level_meshes)
                 if self.collision is not None:
                     shapes = (
                         level_meshes
@@ -227,17 +222,20 @@ class SpinePublisher(Node):
                     )
                     built = ps.collision_objects(recon, frame, stamp, prefix, shapes)
                     objects = {o.id: o for o in built}
-                for name, publisher in self.meshes.items():
-                    publisher.publish(level_meshes.get(name, Mesh()))
-                self.markers.publish(sm.marker_array(recon, frame, stamp, level_meshes))
-            self.frames.publish(sm.pose_array(recon, frame, stamp))
+            poses = sm.pose_array(recon, frame, stamp)
+            gone = ps.removals([i for i in self.objects if i not in objects], frame, stamp)
+            transforms = ps.vertebra_transforms(recon, frame, stamp, prefix)
+            cloud = sm.point_cloud(recon, frame, stamp)
+            for name, publisher in self.meshes.items():  # a level not found: empty
+                publisher.publish(level_out[name])
+            self.markers.publish(markers)
+            self.frames.publish(poses)
             if self.collision is not None:
-                gone = [i for i in self.objects if i not in objects]
-                for message in ps.removals(gone, frame, stamp) + list(objects.values()):
+                for message in gone + list(objects.values()):
                     self.collision.publish(message)
                 self.objects = objects
-            self._send_tf(ps.vertebra_transforms(recon, frame, stamp, prefix))
-            self.points.publish(sm.point_cloud(recon, frame, stamp))  # last: it marks "complete"
+            self._send_tf(transforms)
+            self.points.publish(cloud)  # last: it marks "complete"
             self.published += 1
             self._send_session(recon, stamp)
         return True
