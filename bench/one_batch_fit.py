@@ -25,11 +25,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from overfit_fine import CACHE, IMAGE_SIZE, SEED, overfit_config
+from overfit_fine import CACHE, overfit_cases, overfit_config
 from torch import nn
 
 from x23d_ros.data.dataset import ShotDataset
-from x23d_ros.data.simulate import SimulateConfig, simulate
 from x23d_ros.model.network import X23DNet
 from x23d_ros.train.batches import make_batch
 from x23d_ros.train.loss import loss_fn
@@ -58,20 +57,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
-    data = CACHE / f"overfit_s{SEED}_n1_{IMAGE_SIZE}px_level_v4"
-    simulate(
-        SimulateConfig(
-            out=data,
-            cases=1,
-            views=4,
-            seed=SEED,
-            image_size=IMAGE_SIZE,
-            spacing_mm=1.0,
-            centring="level",
-            cases_per_shard=1,
-        ),
-        workers=1,
-    )
+    data = overfit_cases(1)
     cfg = overfit_config(data, CACHE / "unused", args.steps, None)
     whole = make_batch(ShotDataset(data)[0], cfg, np.random.default_rng(11), train=False)
     # One level (L3, the case's middle one): a batch of five costs five times the time.

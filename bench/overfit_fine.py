@@ -79,6 +79,26 @@ def overfit_config(data: Path, out: Path, steps: int, init: str | None) -> Train
     )
 
 
+def overfit_cases(cases: int) -> Path:
+    """The overfit check's first `cases` cases (seed `SEED`, 4 level-centred views of 320²),
+    rendered into bench/cache/ once; their folder."""
+    data = CACHE / f"overfit_s{SEED}_n{cases}_{IMAGE_SIZE}px_level_v4"
+    simulate(
+        SimulateConfig(
+            out=data,
+            cases=cases,
+            views=4,
+            seed=SEED,
+            image_size=IMAGE_SIZE,
+            spacing_mm=1.0,
+            centring="level",
+            cases_per_shard=4,
+        ),
+        workers=os.cpu_count() or 1,
+    )
+    return data
+
+
 def _has_amx() -> bool:
     """bf16 autocast pays on the CPU only with AMX (shared/DESIGN.md §6)."""
     try:
@@ -95,20 +115,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=CACHE / "overfit_run")
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
-    data = CACHE / f"overfit_s{SEED}_n{args.cases}_{IMAGE_SIZE}px_level_v4"
-    simulate(
-        SimulateConfig(
-            out=data,
-            cases=args.cases,
-            views=4,
-            seed=SEED,
-            image_size=IMAGE_SIZE,
-            spacing_mm=1.0,
-            centring="level",
-            cases_per_shard=4,
-        ),
-        workers=os.cpu_count() or 1,
-    )
+    data = overfit_cases(args.cases)
     init = (
         None
         if args.init == "none"
