@@ -101,8 +101,8 @@ def mesh_from_probability(
 
 #: Collision meshes: the distance field's grid (mm), the first extra offset beyond the padding
 #: (covers the level set's chords across the grid and the decimation's), the extra added per
-#: retry, and
-#: the tolerance of the check (a margin of at least padding − tolerance at every vertex).
+#: retry, and the tolerance of the check (a margin of at least padding − tolerance at every
+#: vertex).
 #: The field holds each grid point's exact distance to the surface's triangles (open3d), on a
 #: 3 mm grid. Before, a Euclidean distance transform on a 1 mm grid gave the distances, and
 #: marching cubes took every third point of it: the same level-set density (steps of 2: 1.53 s

@@ -144,7 +144,7 @@ def full_groups(c: int, c_full: int) -> int:
     same norm). Why: narrowed to 8 of 16 channels with one channel a group (`min(8, 8)`), the
     fine stage fitted one batch from a random start far more slowly than with the full width's
     pairs (loss 0.93 against 0.82 after 100 steps, and 16 channels in single groups 0.85
-    against 0.59 in pairs: model card, run `k7`)."""
+    against 0.59 in pairs; one seed, one batch: model card, run `k7`; `bench/one_batch_fit.py`)."""
     if c_full == c:
         return min(8, c)
     per_group = max(1, c // min(8, c))
