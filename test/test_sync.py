@@ -210,3 +210,27 @@ def test_the_last_sample_to_come_is_kept_however_old(fake_clock):
     assert m.poses == [(1.0, "the only pose")]  # so an expiry can say how stale the pose is
     _, expired = m.add_info(102.0, "later info")
     assert [e.reason for e in expired] == ["stale_pose"] and "-99.000 s" in expired[0].detail
+
+
+def test_the_last_image_of_a_stream_that_stops_leaves_once_its_wait_is_over(fake_clock):
+    """A C-arm's last frame, its info and pose sent before it and nothing after: no arrival
+    decides it, so `poll` (the listener's timer) does once it has waited `keep_s` on the wall
+    clock; until then it waits for a nearer sample that may still come."""
+    clock = fake_clock
+    m = StampMatcher(tolerance_s=0.05, need_pose=True, wait_s=2.0, clock=clock)
+    m.add_info(9.98, "info")
+    m.add_pose(9.99, "pose")
+    assert m.add_image(10.0, "last") == ([], [])  # a pose after it may still come
+    clock.now = m.keep_s - 0.1
+    assert m.poll() == ([], []) and m.pending() == 1
+    clock.now = m.keep_s + 0.1
+    matches, expired = m.poll()
+    assert expired == [] and [(x.image, x.info, x.pose) for x in matches] == [
+        ("last", "info", "pose")
+    ]
+    assert m.pending() == 0
+    # Without a pose within the tolerance it expires with its reason instead.
+    m.add_info(20.0, "info")
+    m.add_image(20.0, "no pose near")
+    clock.now += m.keep_s + 0.1
+    assert [e.reason for e in m.poll()[1]] == ["stale_pose"]

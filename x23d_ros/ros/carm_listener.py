@@ -153,6 +153,7 @@ def describe_qos(qos: QoSProfile) -> str:
 #: seconds of a 30 Hz stream); beyond it the oldest is refused (tf_lookup).
 MAX_TF_WAITING = 64
 TF_RETRY_S = 0.05  # how often held images try their transform again
+MATCHER_POLL_S = 0.25  # how often images waiting in the matcher are looked at anew
 #: A refusal is logged at most once a second per reason (the count since the last line is
 #: in it; diagnostics count every one): a 30 Hz stream of refused frames would otherwise
 #: write about 11 MB of log an hour.
@@ -230,6 +231,12 @@ class CArmListener(Node):
         else:
             self._init_tf()
         self._init_tf_wait()
+        # The last frames of a stream that stops have nothing after them to release them.
+        self.create_timer(
+            MATCHER_POLL_S,
+            lambda: self._handle(*self.matcher.poll()),
+            clock=Clock(clock_type=ClockType.STEADY_TIME),
+        )
         self.create_timer(
             REJECT_LOG_PERIOD_S,
             self._flush_refusals,

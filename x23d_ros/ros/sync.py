@@ -20,6 +20,9 @@ After stamps jump back, the old samples leave within `keep_s`; until then an ima
 nearest sample within the tolerance at once, or is refused. Waiting images are bounded too:
 beyond `max_pending` (by default what `wait_s` holds at 30 Hz, and 8 more), the oldest leaves
 as `sync_overflow` (a stream whose stamps never advance would otherwise hold every frame).
+Every arrival re-examines the waiting images; `poll` does it without one, so that the last
+frames of a stream that stops (a C-arm's last shot, with nothing after it) leave once their
+wall-clock wait is over instead of waiting for the next message.
 """
 
 from __future__ import annotations
@@ -175,6 +178,12 @@ class StampMatcher:
 
     def add_pose(self, stamp: float, pose: Any) -> tuple[list[Match], list[Expired]]:
         self._poses.add(stamp, pose, self.clock())
+        return self._update()
+
+    def poll(self) -> tuple[list[Match], list[Expired]]:
+        """What leaves now with no new arrival: images that have waited `keep_s` on the wall
+        clock (their streams stopped) are matched with the nearest info and pose within the
+        tolerance, or expire. The listener calls this on a timer."""
         return self._update()
 
     def pending(self) -> int:
