@@ -32,10 +32,9 @@ from moveit_msgs.msg import CollisionObject
 from shape_msgs.msg import Mesh
 from tf2_msgs.msg import TFMessage
 
-from x23d_ros.anatomy import LEVELS
 from x23d_ros.pipeline import Reconstruction
 from x23d_ros.ros import cdr
-from x23d_ros.ros.spine_messages import MM, frame_pose, header, meshes
+from x23d_ros.ros.spine_messages import MM, frame_pose, header, levels_found, meshes
 from x23d_ros.surface import collision_mesh_and_fallback, padded_box
 
 log = logging.getLogger(__name__)
@@ -64,7 +63,7 @@ def collision_objects(
     `spine_messages.meshes(recon)` when the caller has built them already."""
     level_meshes = meshes(recon) if level_meshes is None else level_meshes
     objects = []
-    for name in (n for n in LEVELS if n in recon.vertebrae):
+    for name in levels_found(recon):
         v = recon.vertebrae[name]
         objects.append(
             CollisionObject(
@@ -93,10 +92,9 @@ def collision_objects_cdr(
     visual surfaces'. No message object of the meshes is built (five visual meshes as objects
     cost about 0.5 s on 2 AVX2 cores, `cdr`)."""
     empty = dict.fromkeys(recon.vertebrae, Mesh())  # the meshes come from the arrays
-    names = [n for n in LEVELS if n in recon.vertebrae]  # collision_objects' order
     objects = collision_objects(recon, frame_id, stamp, prefix, empty)
     out = {}
-    for name, obj in zip(names, objects, strict=True):
+    for name, obj in zip(levels_found(recon), objects, strict=True):  # its order
         vertices, faces = level_meshes[name]
         packed = {
             ("meshes", 0, "triangles"): np.asarray(faces, np.uint32),
@@ -177,8 +175,7 @@ def vertebra_transforms(
     axes x left, y posterior, z superior."""
     return [
         transform(frame_id, object_id(prefix, n), stamp, frame_pose(recon.vertebrae[n].frame))
-        for n in LEVELS
-        if n in recon.vertebrae
+        for n in levels_found(recon)
     ]
 
 

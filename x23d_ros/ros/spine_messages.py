@@ -178,9 +178,13 @@ def frame_pose(T: np.ndarray) -> Pose:
     return pose
 
 
+def levels_found(recon: Reconstruction) -> list[str]:
+    """The reconstructed levels in L1..L5 order (the order of the per-level outputs)."""
+    return [n for n in LEVELS if n in recon.vertebrae]
+
+
 def pose_array(recon: Reconstruction, frame_id: str, stamp: Time) -> PoseArray:
-    names = [n for n in LEVELS if n in recon.vertebrae]
     return PoseArray(
         header=header(frame_id, stamp),
-        poses=[frame_pose(recon.vertebrae[n].frame) for n in names],
+        poses=[frame_pose(recon.vertebrae[n].frame) for n in levels_found(recon)],
     )
