@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -12,6 +14,7 @@ from x23d_ros.evaluate import score, true_centres
 from x23d_ros.model import inputs
 from x23d_ros.orientation import DEFAULT_ORIENTATION
 from x23d_ros.pipeline import (
+    UNANCHORED_NOTE,
     Reconstructor,
     Shot,
     ShotSet,
@@ -70,6 +73,37 @@ def test_given_centres_place_the_fine_grids_and_only_those_levels_are_made(case,
     assert score(recon, case["labels"].numpy(), case["affine"].numpy())["L2"]["f1"] > 0.5
     with pytest.raises(ValueError, match="unknown levels"):
         reconstructor.reconstruct(shot_set_from_case(case), centres={"T12": truth["L1"]})
+
+
+def _collimated(shot_set, centres: dict[str, np.ndarray], top: str, bottom: str):
+    """The shot set with each image blanked (0: no bone, as a collimator's shadow is in a DRR)
+    outside a band along the spine from a quarter of the way above `top` to a quarter below
+    `bottom` (their true centres, projected)."""
+    shots = []
+    for shot in shot_set.shots:
+        uv, _ = geometry.project(shot.P, np.stack([centres[top], centres[bottom]]))
+        image = np.asarray(shot.image)
+        vv, uu = np.mgrid[0 : image.shape[0], 0 : image.shape[1]]
+        along = uv[1] - uv[0]
+        t = ((uu - uv[0, 0]) * along[0] + (vv - uv[0, 1]) * along[1]) / (along @ along)
+        keep = (t > -0.25) & (t < 1.25)
+        shots.append(replace(shot, image=np.where(keep, image, 0).astype(np.float32)))
+    return replace(shot_set, shots=shots)
+
+
+def test_shots_that_show_neither_the_sacrum_nor_t12_are_reported_unanchored(case, reconstructor):
+    """The level names are counted from the sacrum or T12 (`anchors`). This spine-centred set
+    shows the top of the sacrum in two shots; collimated to L2–L4 it shows neither end, and the
+    reconstruction says so (a note, `level_anchor` "none")."""
+    shot_set = shot_set_from_case(case)
+    whole = reconstructor.reconstruct(shot_set)
+    assert whole.anchored == ["sacrum"] and whole.level_anchor == "sacrum"
+    assert whole.anchors["sacrum"] >= 2 and UNANCHORED_NOTE not in whole.notes
+    truth = true_centres(case["labels"].numpy(), case["affine"].numpy())
+    narrow = reconstructor.reconstruct(_collimated(shot_set, truth, "L2", "L4"))
+    assert narrow.vertebrae, "the collimated shots still show vertebrae"
+    assert narrow.anchored == [] and narrow.level_anchor == "none"
+    assert UNANCHORED_NOTE in narrow.notes
 
 
 def test_the_order_of_the_shots_does_not_change_the_result(case, reconstructor):

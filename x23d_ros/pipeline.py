@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from x23d_ros import gate, geometry, levels, surface
+from x23d_ros import anchors, gate, geometry, levels, surface
 from x23d_ros.anatomy import LEVELS
 from x23d_ros.model import inputs
 from x23d_ros.model.network import load_network
@@ -42,6 +42,12 @@ MAX_SHOTS = 8
 #: How a level's fine grid is placed from its coarse blob (`Reconstructor.localise`).
 PLACEMENTS = ("box-lps", "centroid-spine")
 DEFAULT_GATE = gate.GateLimits()
+#: The note of a reconstruction whose shots show no counting landmark (`anchors`).
+UNANCHORED_NOTE = (
+    "level labels unanchored: neither the sacrum below L5 nor T12 above L1 is in view of "
+    f"{anchors.MIN_SHOTS} shots, so the levels are named from the vertebrae's shapes alone: "
+    "confirm the level (count from the sacrum or the 12th ribs) before planning"
+)
 #: Above this RMS residual (cosines) the shots' answers about the patient's axes disagree
 #: (`orientation.solve_axes`), and the reconstruction says so.
 ORIENTATION_MAX_RESIDUAL = 0.35
@@ -231,6 +237,21 @@ class Reconstruction:
     # "reference" (the poses' frame taken as the patient's axes: no estimator installed).
     patient_axes: np.ndarray = field(default_factory=lambda: np.eye(3))
     orientation: str = "reference"
+    # Per counting landmark (`anchors.ANCHORS`: the sacrum, T12), how many shots show it where
+    # the networks could use it. With none shown by `anchors.MIN_SHOTS` shots the level labels
+    # are read from the vertebrae's shapes alone (`anchored` is empty, and a note says so).
+    anchors: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def anchored(self) -> list[str]:
+        """The landmarks the level labels are counted from (`anchors.anchored`); empty: none."""
+        return anchors.anchored(self.anchors)
+
+    @property
+    def level_anchor(self) -> str:
+        """`anchored` as the planner-facing record says it: "sacrum", "T12", "sacrum,T12" or
+        "none" (the levels are named from the vertebrae's shapes alone: confirm the level)."""
+        return ",".join(self.anchored) or "none"
 
     @property
     def stamp(self) -> float | None:
@@ -570,6 +591,9 @@ class Reconstructor:
                 frame=surface.anatomical_frame(mask, affine, _superior(name, centres)),
                 centre_mm=centres[name],
             )
+        landmarks = self._anchors(views, shot_set, {n: centres[n] for n in vertebrae})
+        if vertebrae and not anchors.anchored(landmarks):
+            notes.append(UNANCHORED_NOTE)
         clock.lap("surface")
         timings["total"] = sum(timings.values())
         return Reconstruction(
@@ -583,6 +607,19 @@ class Reconstructor:
             session=shot_set.session,
             shot_stamps=[shot.stamp for shot in shot_set.shots],
             agreement=agreement,
+            anchors=landmarks,
+        )
+
+    def _anchors(self, views, shot_set: ShotSet, centres: dict) -> dict[str, int]:
+        """`anchors.anchors` for the published levels' `centres`, in the patient's axes (z
+        superior)."""
+        return anchors.anchors(
+            centres,
+            LEVEL_NAMES,
+            np.array([0.0, 0.0, 1.0]),
+            [np.asarray(s.image, np.float32) for s in shot_set.shots],
+            views.P,
+            bone_values=self.domain == "synthetic",
         )
 
     def _gate(self, shot_set: ShotSet, adapted: bool = False) -> None:
