@@ -84,6 +84,7 @@ class Pipeline:
             values["levels"] = ",".join(r.last.vertebrae)
             values["adaptation"] = r.last.adaptation or "none"
             values["patient_orientation"] = r.last.orientation
+            values["level_anchor"] = r.last.level_anchor
         return values
 
     def destroy(self) -> None:

@@ -17,7 +17,9 @@ the spine, in `reference_frame`, in metres:
   diagnostics).
 - `/x23d/session` (latched diagnostic_msgs/DiagnosticArray): which session, which shots (their
   acquisition stamps, and `imaged_at`: the newest) and which weights the published spine comes
-  from, or that the current session has nothing published yet.
+  from, or that the current session has nothing published yet; and whether the level names
+  are anchored (`level_anchor`: the sacrum or T12 in view, `x23d_ros.anchors`): when they are
+  not, the status is WARN and says to confirm the level.
 Outputs are stamped with the time they are published: the spine is fixed in
 `reference_frame` (a reference array on the patient), so a planner must look up
 `robot_base → reference_frame` at the latest time, not at the acquisition time (with a
@@ -312,16 +314,27 @@ class SpinePublisher(Node):
                 # posterior, z superior, in reference_frame, row-major) and their source.
                 patient_orientation=recon.orientation,
                 patient_axes=",".join(f"{v:.6f}" for v in np.asarray(recon.patient_axes).ravel()),
+                # The counting landmarks in view ("none": the level names are a guess from
+                # the vertebrae's shapes) and how many shots showed each (`x23d_ros.anchors`).
+                level_anchor=recon.level_anchor,
+                anchor_shots=",".join(f"{k}:{v}" for k, v in recon.anchors.items()),
+            )
+        unanchored = recon is not None and bool(recon.vertebrae) and recon.level_anchor == "none"
+        message = (
+            f"spine of session {values['session']}"
+            if recon is not None
+            else f"session {self.session}: nothing published"
+        )
+        if unanchored:
+            message += (
+                ": level labels unanchored (neither the sacrum nor T12 in view): confirm the "
+                "level before planning"
             )
         status = DiagnosticStatus(
-            level=DiagnosticStatus.OK,
+            level=DiagnosticStatus.WARN if unanchored else DiagnosticStatus.OK,
             name="x23d_ros: session",
             hardware_id="x23d_ros",
-            message=(
-                f"spine of session {values['session']}"
-                if recon is not None
-                else f"session {self.session}: nothing published"
-            ),
+            message=message,
             values=[KeyValue(key=k, value=v) for k, v in values.items()],
         )
         self.session_topic.publish(
