@@ -24,6 +24,8 @@ from scipy import ndimage
 
 #: Centre-to-centre distance (mm) per level step that a pair of picked levels may have.
 STEP_MM = (22.0, 55.0)
+#: The usual lumbar centre-to-centre distance (mm): one body and one disc (module docstring).
+MEAN_STEP_MM = 35.0
 #: Smallest cosine between consecutive steps of the chain (it bends with the lordosis only).
 MIN_COSINE = 0.5
 #: Blobs kept per level as candidates (largest first): 3 candidates and "absent" per level
@@ -90,3 +92,16 @@ def _stacks(chosen: list[tuple[int, Blob]]) -> bool:
         if s @ t < MIN_COSINE * np.linalg.norm(s) * np.linalg.norm(t):
             return False
     return True
+
+
+def fit_line(centres: dict[str, np.ndarray], order: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The straight line through the levels' `centres` (mm) against their index in `order`
+    (L1 = 1 … L5 = 5), least squares: the point (3,) at index 0 and the step (3,) per level
+    (caudal). At least two levels."""
+    names = [n for n in order if n in centres]
+    if len(names) < 2:
+        raise ValueError(f"a line needs two levels, not {names}")
+    index = np.array([order.index(n) + 1 for n in names], float)
+    design = np.stack([np.ones_like(index), index], 1)
+    solution = np.linalg.lstsq(design, np.stack([centres[n] for n in names]), rcond=None)[0]
+    return solution[0], solution[1]

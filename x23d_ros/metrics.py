@@ -14,7 +14,9 @@ surfaces ∂P and ∂G and d(x, A) the distance from x to the nearest point of A
   another level's ground truth more than its own, argmax_ℓ |P ∩ {L = ℓ}| ≠ its level, else 0;
   its mean is the share of reconstructed levels that are the wrong vertebra. Vertebrae
   outside L1–L5 (T12, the sacrum) are background in L, so a level slipped onto one of them
-  is not counted here; it scores a low F1 and a large centre error instead.
+  is not counted here; it scores a low F1 and a large centre error instead. `wrong_vertebra`
+  also counts it (a level with less than a quarter of it on its own vertebra), for the level
+  names' benchmark (bench/bench_landmarks.py).
 
 Distances are between voxel centres, so on a grid coarser than τ (the fine stage's 2.1 mm
 grid, in training's validation) every non-zero distance exceeds τ and surface_1mm equals
@@ -83,6 +85,22 @@ def wrong_level(pred: np.ndarray, labels: np.ndarray, level: int) -> float:
     counts = np.bincount(np.asarray(labels)[pred].ravel(), minlength=len(LEVELS) + 1)[1:]
     own = counts[level - 1]
     return float(counts.max() > own)
+
+
+def wrong_vertebra(pred: np.ndarray, labels: np.ndarray, level: int, own_share: float = 0.25):
+    """None when the mask `pred` is its own vertebra `level` of `labels` (0 background, 1..5
+    L1..L5, same grid), else what it lies on most: another level's index, or 0 (no lumbar
+    level: T12, the sacrum, beyond a scan's end, or an empty mask). Stricter than
+    `wrong_level`: a mask with less than `own_share` of its voxels on its own vertebra is also
+    wrong (a level one off in the count overlaps its own hardly at all, and may lie on T12 or
+    the sacrum, which `wrong_level` counts as background)."""
+    pred = np.asarray(pred, bool)
+    counts = np.bincount(np.asarray(labels)[pred].ravel(), minlength=len(LEVELS) + 1)
+    own = counts[level]
+    if pred.any() and own >= own_share * pred.sum() and own >= counts[1:].max():
+        return None
+    most = int(counts[1:].argmax()) + 1
+    return most if counts[most] > own else 0
 
 
 def level_metrics(

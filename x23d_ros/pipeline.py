@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from x23d_ros import anchors, gate, geometry, levels, surface
+from x23d_ros import gate, geometry, landmarks, levels, surface
 from x23d_ros.anatomy import LEVELS
 from x23d_ros.model import inputs
 from x23d_ros.model.network import load_network
@@ -42,10 +42,10 @@ MAX_SHOTS = 8
 #: How a level's fine grid is placed from its coarse blob (`Reconstructor.localise`).
 PLACEMENTS = ("box-lps", "centroid-spine")
 DEFAULT_GATE = gate.GateLimits()
-#: The note of a reconstruction whose shots show no counting landmark (`anchors`).
-UNANCHORED_NOTE = (
-    "level labels unanchored: neither the sacrum below L5 nor T12 above L1 is in view of "
-    f"{anchors.MIN_SHOTS} shots, so the levels are named from the vertebrae's shapes alone: "
+#: The note of a reconstruction whose shots show neither end of the count (`landmarks`).
+NO_LANDMARK_NOTE = (
+    "no counting landmark in view: neither the sacrum below L5 nor T12 above L1 shows in "
+    f"{landmarks.MIN_SHOTS} shots, so the levels are named from the vertebrae's shapes alone: "
     "confirm the level (count from the sacrum or the 12th ribs) before planning"
 )
 #: Above this RMS residual (cosines) the shots' answers about the patient's axes disagree
@@ -237,21 +237,26 @@ class Reconstruction:
     # "reference" (the poses' frame taken as the patient's axes: no estimator installed).
     patient_axes: np.ndarray = field(default_factory=lambda: np.eye(3))
     orientation: str = "reference"
-    # Per counting landmark (`anchors.ANCHORS`: the sacrum, T12), how many shots show it where
-    # the networks could use it. With none shown by `anchors.MIN_SHOTS` shots the level labels
-    # are read from the vertebrae's shapes alone (`anchored` is empty, and a note says so).
-    anchors: dict[str, int] = field(default_factory=dict)
+    # Per counting landmark (`landmarks.LANDMARKS`: the sacrum, T12), how many shots show bone
+    # where it should be if the levels are named right (`landmarks`: no proof that they are).
+    landmark_shots: dict[str, int] = field(default_factory=dict)
 
     @property
-    def anchored(self) -> list[str]:
-        """The landmarks the level labels are counted from (`anchors.anchored`); empty: none."""
-        return anchors.anchored(self.anchors)
+    def landmarks_in_view(self) -> list[str]:
+        """The landmarks shown by enough shots (`landmarks.in_view`)."""
+        return landmarks.in_view(self.landmark_shots)
 
     @property
-    def level_anchor(self) -> str:
-        """`anchored` as the planner-facing record says it: "sacrum", "T12", "sacrum,T12" or
-        "none" (the levels are named from the vertebrae's shapes alone: confirm the level)."""
-        return ",".join(self.anchored) or "none"
+    def count_landmarks(self) -> str:
+        """`landmarks_in_view` as the planner-facing record says it: "sacrum", "T12",
+        "sacrum,T12" or "none"."""
+        return ",".join(self.landmarks_in_view) or "none"
+
+    @property
+    def no_landmark(self) -> bool:
+        """Levels were published and the shots show neither end of their count: their names
+        rest on the vertebrae's shapes alone (`NO_LANDMARK_NOTE`)."""
+        return bool(self.vertebrae) and not self.landmarks_in_view
 
     @property
     def stamp(self) -> float | None:
@@ -359,14 +364,17 @@ class Reconstructor:
             self.device,
         )
 
-    def localise(self, views: inputs.Views, corrected: bool = True) -> dict[str, np.ndarray]:
+    def localise(
+        self, views: inputs.Views, corrected: bool = True, centre_mm: np.ndarray | None = None
+    ) -> dict[str, np.ndarray]:
         """Centres (3,) mm of the levels the coarse stage finds. Raw (`corrected` False): a
         point of one blob per level, its box centre or its centroid as `placement` says; the
         blobs are the heaviest choice that stacks like a spine (`levels.chain`). Corrected:
         plus the level's calibrated offset, in the reference frame ("box-lps") or in the
-        spine's frame through the raw centres ("centroid-spine")."""
+        spine's frame through the raw centres ("centroid-spine"). `centre_mm` (3,): where the
+        coarse grid is centred (default: the shots' isocentre)."""
         cfg = self.coarse_cfg
-        batch = self.coarse_batch(views)
+        batch = self.coarse_batch(views, centre_mm)
         logits = self.coarse(batch["images"], batch["P"], batch["points"]).detach()
         prob = logits.float().softmax(1)[0].cpu().numpy()
         labels = prob.argmax(0)
@@ -382,10 +390,15 @@ class Reconstructor:
         frame = self.offset_frame(raw)
         return {name: c + frame @ self.centre_offsets[LEVELS[name] - 1] for name, c in raw.items()}
 
-    def coarse_batch(self, views: inputs.Views) -> dict[str, torch.Tensor]:
-        """The coarse stage's input (`inputs.coarse_inputs`), around the shots' isocentre."""
+    def coarse_batch(
+        self, views: inputs.Views, centre_mm: np.ndarray | None = None
+    ) -> dict[str, torch.Tensor]:
+        """The coarse stage's input (`inputs.coarse_inputs`), around `centre_mm` (default: the
+        shots' isocentre)."""
         cfg = self.coarse_cfg
-        return inputs.coarse_inputs(views, self.image_size, cfg["grid"], cfg["spacing_mm"])
+        return inputs.coarse_inputs(
+            views, self.image_size, cfg["grid"], cfg["spacing_mm"], centre_mm
+        )
 
     def offset_frame(self, raw: dict[str, np.ndarray]) -> np.ndarray:
         """(3, 3): the frame the calibrated offsets are in, for the raw centres `raw`."""
@@ -442,7 +455,7 @@ class Reconstructor:
         self.segment(
             views,
             {
-                name: iso + np.array([0.0, 0.0, 35.0 * (2 - i)])
+                name: iso + np.array([0.0, 0.0, levels.MEAN_STEP_MM * (2 - i)])
                 for i, name in enumerate(LEVEL_NAMES)
             },
         )
@@ -591,9 +604,9 @@ class Reconstructor:
                 frame=surface.anatomical_frame(mask, affine, _superior(name, centres)),
                 centre_mm=centres[name],
             )
-        landmarks = self._anchors(views, shot_set, {n: centres[n] for n in vertebrae})
-        if vertebrae and not anchors.anchored(landmarks):
-            notes.append(UNANCHORED_NOTE)
+        shown = self._landmark_shots(views, shot_set, {n: centres[n] for n in vertebrae})
+        if vertebrae and not landmarks.in_view(shown):
+            notes.append(NO_LANDMARK_NOTE)
         clock.lap("surface")
         timings["total"] = sum(timings.values())
         return Reconstruction(
@@ -607,15 +620,14 @@ class Reconstructor:
             session=shot_set.session,
             shot_stamps=[shot.stamp for shot in shot_set.shots],
             agreement=agreement,
-            anchors=landmarks,
+            landmark_shots=shown,
         )
 
-    def _anchors(self, views, shot_set: ShotSet, centres: dict) -> dict[str, int]:
-        """`anchors.anchors` for the published levels' `centres`, in the patient's axes (z
-        superior)."""
-        return anchors.anchors(
+    def _landmark_shots(self, views, shot_set: ShotSet, centres: dict) -> dict[str, int]:
+        """`landmarks.landmark_shots` for the published levels' `centres`, in the patient's
+        axes (z superior), on the shots in the weights' domain."""
+        return landmarks.landmark_shots(
             centres,
-            LEVEL_NAMES,
             np.array([0.0, 0.0, 1.0]),
             [np.asarray(s.image, np.float32) for s in shot_set.shots],
             views.P,
@@ -757,12 +769,9 @@ def spine_frame(centres: dict[str, np.ndarray]) -> np.ndarray:
     the straight line fitted (least squares) through the levels' centres against their
     index (L1 = 1 … L5 = 5); x the reference frame's x (patient left) made orthogonal to z;
     y = z × x (posterior). Fewer than two levels: the reference frame's own axes."""
-    names = [n for n in LEVEL_NAMES if n in centres]
-    if len(names) < 2:
+    if sum(n in centres for n in LEVEL_NAMES) < 2:
         return np.eye(3)
-    index = np.array([LEVELS[n] for n in names], float)
-    design = np.stack([np.ones_like(index), index], 1)
-    slope = np.linalg.lstsq(design, np.stack([centres[n] for n in names]), rcond=None)[0][1]
+    slope = levels.fit_line(centres, LEVEL_NAMES)[1]
     z = -slope / np.linalg.norm(slope)  # the index grows downwards
     x = np.array([1.0, 0.0, 0.0]) - z[0] * z
     if np.linalg.norm(x) < 1e-6:  # a spine along the reference x axis: no usable frame
