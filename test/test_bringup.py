@@ -16,7 +16,7 @@ from scipy.spatial.transform import Rotation
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from shape_msgs.msg import Mesh
 
-from x23d_ros import anchors
+from x23d_ros import landmarks
 from x23d_ros.ros.image_conversion import image_to_msg
 from x23d_ros.ros.processes import start_bringup, stop
 from x23d_ros.ros.spine_messages import read_point_cloud
@@ -451,15 +451,14 @@ def test_a_reset_during_a_reconstruction_publishes_nothing_of_the_old_session(
     assert record["patient_orientation"] == "given"
     axes = np.array([float(v) for v in record["patient_axes"].split(",")]).reshape(3, 3)
     np.testing.assert_allclose(axes, np.eye(3), atol=1e-6)
-    # Whether the level names are counted from a landmark in view: the shots showing each, and
-    # those shown by enough shots; none makes the record a warning that says so.
-    shown = {k: int(v) for k, v in (kv.split(":") for kv in record["anchor_shots"].split(","))}
-    assert set(shown) == {"sacrum", "T12"}
-    anchored = [k for k in ("sacrum", "T12") if shown[k] >= anchors.MIN_SHOTS]
-    assert record["level_anchor"] == (",".join(anchored) or "none")
+    # Whether the shots show bone where the ends of the count should be: the shots showing
+    # each, and those shown by enough shots; none makes the record a warning that says so.
+    shown = {k: int(record[f"landmark_shots.{k}"]) for k in landmarks.LANDMARKS}
+    in_view = [k for k in landmarks.LANDMARKS if shown[k] >= landmarks.MIN_SHOTS]
+    assert record["count_landmarks"] == (",".join(in_view) or "none")
     status = sessions[-1].status[0]
-    assert (status.level == DiagnosticStatus.WARN) == (record["level_anchor"] == "none")
-    assert ("unanchored" in status.message) == (record["level_anchor"] == "none")
+    assert (status.level == DiagnosticStatus.WARN) == (record["count_landmarks"] == "none")
+    assert ("no counting landmark" in status.message) == (record["count_landmarks"] == "none")
     probe.close()
 
 

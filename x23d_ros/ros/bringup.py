@@ -84,7 +84,7 @@ class Pipeline:
             values["levels"] = ",".join(r.last.vertebrae)
             values["adaptation"] = r.last.adaptation or "none"
             values["patient_orientation"] = r.last.orientation
-            values["level_anchor"] = r.last.level_anchor
+            values["count_landmarks"] = r.last.count_landmarks
         return values
 
     def destroy(self) -> None:

@@ -186,7 +186,7 @@ def _scores(got: Received, truth: dict[str, np.ndarray]) -> dict:
         "device": status.get("device", ""),
         "weights_sha256": status.get("weights_sha256", ""),
         "adaptation": status.get("adaptation", ""),
-        "level_anchor": status.get("level_anchor", ""),
+        "count_landmarks": status.get("count_landmarks", ""),
     }
 
 

@@ -17,9 +17,9 @@ the spine, in `reference_frame`, in metres:
   diagnostics).
 - `/x23d/session` (latched diagnostic_msgs/DiagnosticArray): which session, which shots (their
   acquisition stamps, and `imaged_at`: the newest) and which weights the published spine comes
-  from, or that the current session has nothing published yet; and whether the level names
-  are anchored (`level_anchor`: the sacrum or T12 in view, `x23d_ros.anchors`): when they are
-  not, the status is WARN and says to confirm the level.
+  from, or that the current session has nothing published yet; and `count_landmarks`, whether
+  the shots show bone where the sacrum or T12 should be (`x23d_ros.landmarks`): with neither,
+  the status is WARN and says to confirm the level (with one, it is no proof of the count).
 Outputs are stamped with the time they are published: the spine is fixed in
 `reference_frame` (a reference array on the patient), so a planner must look up
 `robot_base → reference_frame` at the latest time, not at the acquisition time (with a
@@ -52,7 +52,7 @@ from visualization_msgs.msg import Marker, MarkerArray
 
 from x23d_ros import __version__
 from x23d_ros.anatomy import LEVELS
-from x23d_ros.pipeline import Reconstruction
+from x23d_ros.pipeline import NO_LANDMARK_NOTE, Reconstruction
 from x23d_ros.ros import cdr
 from x23d_ros.ros import planner_scene as ps
 from x23d_ros.ros import spine_messages as sm
@@ -314,24 +314,22 @@ class SpinePublisher(Node):
                 # posterior, z superior, in reference_frame, row-major) and their source.
                 patient_orientation=recon.orientation,
                 patient_axes=",".join(f"{v:.6f}" for v in np.asarray(recon.patient_axes).ravel()),
-                # The counting landmarks in view ("none": the level names are a guess from
-                # the vertebrae's shapes) and how many shots showed each (`x23d_ros.anchors`).
-                level_anchor=recon.level_anchor,
-                anchor_shots=",".join(f"{k}:{v}" for k, v in recon.anchors.items()),
+                # Bone where the ends of the count (the sacrum, T12) should be if the levels
+                # are named right, and the shots showing each (`x23d_ros.landmarks`); "none":
+                # the names rest on the vertebrae's shapes alone. Never proof of the count.
+                count_landmarks=recon.count_landmarks,
+                **{f"landmark_shots.{k}": str(v) for k, v in recon.landmark_shots.items()},
             )
-        unanchored = recon is not None and bool(recon.vertebrae) and recon.level_anchor == "none"
         message = (
             f"spine of session {values['session']}"
             if recon is not None
             else f"session {self.session}: nothing published"
         )
-        if unanchored:
-            message += (
-                ": level labels unanchored (neither the sacrum nor T12 in view): confirm the "
-                "level before planning"
-            )
+        no_landmark = recon is not None and recon.no_landmark
+        if no_landmark:
+            message += f": {NO_LANDMARK_NOTE}"
         status = DiagnosticStatus(
-            level=DiagnosticStatus.WARN if unanchored else DiagnosticStatus.OK,
+            level=DiagnosticStatus.WARN if no_landmark else DiagnosticStatus.OK,
             name="x23d_ros: session",
             hardware_id="x23d_ros",
             message=message,
