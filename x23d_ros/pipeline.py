@@ -605,11 +605,9 @@ class Reconstructor:
                 centre_mm=centres[name],
             )
         shown = self._landmark_shots(views, shot_set, {n: centres[n] for n in vertebrae})
-        if vertebrae and not landmarks.in_view(shown):
-            notes.append(NO_LANDMARK_NOTE)
         clock.lap("surface")
         timings["total"] = sum(timings.values())
-        return Reconstruction(
+        recon = Reconstruction(
             vertebrae=vertebrae,
             missing=sorted(set(missing), key=LEVEL_NAMES.index),
             timings_ms=timings,
@@ -622,6 +620,9 @@ class Reconstructor:
             agreement=agreement,
             landmark_shots=shown,
         )
+        if recon.no_landmark:
+            recon.notes.append(NO_LANDMARK_NOTE)
+        return recon
 
     def _landmark_shots(self, views, shot_set: ShotSet, centres: dict) -> dict[str, int]:
         """`landmarks.landmark_shots` for the published levels' `centres`, in the patient's
