@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from x23d_ros.metrics import level_metrics, summarise, vertebra_metrics, wrong_level
+from x23d_ros.metrics import (
+    level_metrics,
+    summarise,
+    vertebra_metrics,
+    wrong_level,
+    wrong_vertebra,
+)
 
 
 def _cube(shape=(30, 30, 30), lo=(10, 10, 10), size=10) -> np.ndarray:
@@ -74,6 +80,25 @@ def test_a_mask_over_the_next_vertebra_is_the_wrong_level():
     assert summarise(rows)["mean"]["wrong_level"] == pytest.approx(0.5)
     # Rows that do not carry it (training's validation) are summarised without it.
     assert "wrong_level" not in summarise([{"L1": vertebra_metrics(own, labels == 1, 1.0)}])["mean"]
+
+
+def test_a_level_on_the_next_vertebra_or_on_t12_is_the_wrong_vertebra():
+    """`wrong_vertebra` (the level names' benchmark): what a wrong level lies on, including
+    vertebrae outside L1–L5 (background in the labels), which `wrong_level` cannot see."""
+    labels = np.zeros((30, 30, 60), np.int64)
+    labels[10:20, 10:20, 40:50] = 1  # L1; T12 would be above it, at 52..60 (background)
+    labels[10:20, 10:20, 20:30] = 2  # L2
+    own = np.zeros(labels.shape, bool)
+    own[10:20, 10:20, 38:52] = True  # L1 and some background around it
+    assert wrong_vertebra(own, labels, 1) is None
+    slipped = np.zeros(labels.shape, bool)
+    slipped[10:20, 10:20, 25:42] = True  # half of L2, two slices of L1
+    assert wrong_vertebra(slipped, labels, 1) == 2 and wrong_vertebra(slipped, labels, 2) is None
+    on_t12 = np.zeros(labels.shape, bool)
+    on_t12[10:20, 10:20, 48:60] = True  # 2 slices of L1 in 12: under a quarter on its own
+    assert wrong_level(on_t12, labels, 1) == 0.0 and wrong_vertebra(on_t12, labels, 1) == 0
+    assert wrong_vertebra(on_t12, labels, 1, own_share=0.1) is None
+    assert wrong_vertebra(np.zeros(labels.shape, bool), labels, 1) == 0
 
 
 def test_empty_prediction_scores_zero_and_is_counted_as_missed():
