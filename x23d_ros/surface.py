@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage, sparse, spatial
+from scipy import ndimage, sparse
 from skimage import measure
 
 
@@ -218,13 +218,18 @@ class _DistanceField:
     distance field does not fold, where moving vertices along their normals does in concave
     places.
 
-    Only the points near the surface get their exact distance (four fifths of a vertebra's
-    grid lie farther, and cost open3d more each). A point whose nearest vertex lies farther
-    than `reach_mm` + one grid step + the longest edge is at least `reach_mm` + one grid step
-    from every triangle, and so are its neighbours at least `reach_mm` away: no level set up to
+    Only the points near the surface get their exact distance (most of a vertebra's grid lies
+    farther, and costs open3d more each). A point whose nearest vertex lies farther than `far`
+    = `reach_mm` + one grid step + the longest edge is at least `reach_mm` + one grid step from
+    every triangle, and so are its neighbours at least `reach_mm` away: no level set up to
     `reach_mm` crosses an edge of the grid that touches it, and any value beyond `reach_mm`
-    serves. (A far point deep inside that the parity vote miscounts as outside would get
-    +far and a small closed bubble inside the bone: no smaller margin, a few more triangles.)"""
+    serves. Which points are near comes from the grid itself: each vertex marks its nearest
+    grid point (at most half a cell diagonal, g·√3/2, away), and a point is near when a marked
+    point lies within `far` + g·√3/2 (a Euclidean distance transform): every point within
+    `far` of a vertex is among them. (On a reconstructed L3: 2.7 ms against 39 ms for a k-d
+    tree's query, with 11 078 near points instead of 8 062.) (A far point deep inside that the
+    parity vote miscounts as outside would get +far and a small closed bubble inside the bone:
+    no smaller margin, a few more triangles.)"""
 
     def __init__(
         self, vertices: np.ndarray, faces: np.ndarray, reach_mm: float, grid_mm: float
@@ -235,13 +240,17 @@ class _DistanceField:
         self.lo = vertices.min(0) - reach_mm - 2 * grid_mm
         hi = vertices.max(0) + reach_mm + 2 * grid_mm
         axes = [np.arange(a, b + grid_mm, grid_mm) for a, b in zip(self.lo, hi, strict=True)]
+        shape = [len(a) for a in axes]
         scene = _scene(vertices, faces)
-        inside = _inside_on_grid(scene, self.lo, [len(a) for a in axes], grid_mm)
+        inside = _inside_on_grid(scene, self.lo, shape, grid_mm)
         points = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
         edges = vertices[faces] - vertices[np.roll(faces, 1, axis=1)]
         far = reach_mm + grid_mm + float(np.linalg.norm(edges, axis=-1).max())
-        nearest_vertex, _ = spatial.cKDTree(vertices).query(points, distance_upper_bound=far)
-        near = np.isfinite(nearest_vertex)
+        marked = np.zeros(shape, bool)
+        nearest = np.rint((vertices - self.lo) / grid_mm).astype(np.int64)
+        marked[tuple(np.clip(nearest, 0, np.array(shape) - 1).T)] = True
+        to_marked = ndimage.distance_transform_edt(~marked) * grid_mm
+        near = (to_marked <= far + grid_mm * np.sqrt(3) / 2).ravel()
         distance = np.full(len(points), far, np.float32)
         distance[near] = scene.compute_distance(
             o3d.core.Tensor(points[near].astype(np.float32))
