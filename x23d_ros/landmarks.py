@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from x23d_ros import geometry, levels
-from x23d_ros.anatomy import LEVELS
+from x23d_ros.anatomy import LEVEL_NAMES, LEVELS
 from x23d_ros.model.inputs import pixel_mm_at
 
 #: The counting landmarks: the sacrum (below L5) and T12 (above L1).
@@ -40,8 +40,6 @@ MIN_SHOTS = 2
 #: median of the found levels' means in the same shot (synthetic domain).
 BONE_SHARE = 0.5
 
-_NAMES = list(LEVELS)
-
 
 def expected_points(centres: dict[str, np.ndarray], superior: np.ndarray) -> dict[str, np.ndarray]:
     """Where each landmark should be (3,) mm if the found levels' `centres` (L1..L5 names)
@@ -55,10 +53,10 @@ def expected_points(centres: dict[str, np.ndarray], superior: np.ndarray) -> dic
         step = -levels.MEAN_STEP_MM * np.asarray(superior, float)
         origin = np.asarray(centre, float) - LEVELS[name] * step
     else:
-        origin, step = levels.fit_line(centres, _NAMES)
+        origin, step = levels.fit_line(centres, LEVEL_NAMES)
     return {
         "T12": origin + (1 - REACH) * step,
-        "sacrum": origin + (len(_NAMES) + REACH) * step,
+        "sacrum": origin + (len(LEVEL_NAMES) + REACH) * step,
     }
 
 

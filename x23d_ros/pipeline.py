@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from x23d_ros import gate, geometry, landmarks, levels, surface
-from x23d_ros.anatomy import LEVELS
+from x23d_ros.anatomy import LEVEL_NAMES, LEVELS
 from x23d_ros.model import inputs
 from x23d_ros.model.network import load_network
 from x23d_ros.model.style import DEFAULT_STYLE, POLARITIES, StyleTransfer
@@ -36,7 +36,6 @@ from x23d_ros.surface import box_centre
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 DEFAULT_WEIGHTS = WEIGHTS_DIR / "default.pt"
 WEIGHTS_FORMAT = 1
-LEVEL_NAMES = list(LEVELS)
 MIN_SHOTS = 2
 MAX_SHOTS = 8
 #: How a level's fine grid is placed from its coarse blob (`Reconstructor.localise`).

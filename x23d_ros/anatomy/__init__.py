@@ -13,6 +13,8 @@ import numpy as np
 
 #: Label ids of the lumbar levels in every label map of the project (TotalSegmentator order).
 LEVELS: dict[str, int] = {"L1": 1, "L2": 2, "L3": 3, "L4": 4, "L5": 5}
+#: The levels' names, from cranial to caudal.
+LEVEL_NAMES: list[str] = list(LEVELS)
 
 
 class AnatomyError(ValueError):

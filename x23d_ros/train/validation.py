@@ -5,14 +5,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from x23d_ros.anatomy import LEVELS
+from x23d_ros.anatomy import LEVEL_NAMES
 from x23d_ros.data.dataset import ShotDataset
 from x23d_ros.metrics import level_metrics, summarise, vertebra_metrics
 from x23d_ros.model.network import X23DNet
 from x23d_ros.train.batches import make_batch
 from x23d_ros.train.config import TrainConfig
-
-LEVEL_NAMES = list(LEVELS)
 
 
 def validate(model: X23DNet, dataset: ShotDataset, cfg: TrainConfig, device: torch.device) -> dict:
