@@ -12,7 +12,9 @@ At start it resumes the newest session only if it is younger than `resume_max_ag
 logged with its reason and counted (`rejections`); it never stops the node nor touches the
 shots already collected.
 
-`input_qos`: `reliable` (depth 10) or `sensor_data` (best effort, REP 2003). A publisher whose
+`input_qos`: `reliable` (depth 10) or `sensor_data` (best effort, REP 2003); the camera info and
+pose subscriptions keep `SMALL_DEPTH` instead (small messages: a listener that lags a third of
+a second behind a 30 Hz stream must not lose the camera info its images wait for). A publisher whose
 QoS cannot match a subscription delivers nothing, silently: every incompatible-QoS event is
 logged with both profiles and counted per topic (`incompatible_qos`, in diagnostics).
 """
@@ -143,6 +145,22 @@ def pose_to_matrix(msg: PoseStamped) -> np.ndarray:
 
 
 INPUT_QOS = {"reliable": QoSProfile(depth=10), "sensor_data": qos_profile_sensor_data}
+#: Depth of the camera info and pose subscriptions (3.3 s at 30 Hz: tens of kB).
+SMALL_DEPTH = 100
+
+
+def input_qos(name: str, depth: int | None = None) -> QoSProfile:
+    """The `input_qos` profile `name`, with `depth` (when given) in place of its own: the
+    depth does not enter QoS compatibility, so a publisher matches either."""
+    base = INPUT_QOS[name]
+    if depth is None:
+        return base
+    return QoSProfile(
+        history=base.history,
+        depth=depth,
+        reliability=base.reliability,
+        durability=base.durability,
+    )
 
 
 def describe_qos(qos: QoSProfile) -> str:
@@ -225,9 +243,9 @@ class CArmListener(Node):
                 f"input_qos must be one of {sorted(INPUT_QOS)}, not {self.p.input_qos!r}"
             )
         self._subscribe(Image, self.p.image_topic, self._on_image)
-        self._subscribe(CameraInfo, self.p.camera_info_topic, self._on_info)
+        self._subscribe(CameraInfo, self.p.camera_info_topic, self._on_info, SMALL_DEPTH)
         if self.p.pose_source == "topic":
-            self._subscribe(PoseStamped, self.p.pose_topic, self._on_pose)
+            self._subscribe(PoseStamped, self.p.pose_topic, self._on_pose, SMALL_DEPTH)
         else:
             self._init_tf()
         self._init_tf_wait()
@@ -250,8 +268,8 @@ class CArmListener(Node):
             self._request()
 
     # -- inputs -------------------------------------------------------------------------
-    def _subscribe(self, kind, topic: str, callback) -> None:
-        qos = INPUT_QOS[self.p.input_qos]
+    def _subscribe(self, kind, topic: str, callback, depth: int | None = None) -> None:
+        qos = input_qos(self.p.input_qos, depth)
         events = SubscriptionEventCallbacks(
             incompatible_qos=partial(self._incompatible, topic, qos)
         )
