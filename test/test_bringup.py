@@ -690,3 +690,117 @@ def test_weights_that_cannot_read_the_shots_domain_are_refused_at_configure(
         stop(process)
         log.close()
         probe.close()
+
+
+def test_the_operator_confirms_or_corrects_the_level_names_of_the_published_spine(
+    case, tmp_path, ros_domain_id
+):
+    """`/x23d/confirm_levels`: a confirmation that names another spine is refused and changes
+    nothing; a count one level off renames every output (cloud labels, mesh topics, session
+    record) without moving the anatomy, and withdraws a level that leaves L1–L5; a second call
+    replaces the first; after a reset there is nothing to confirm."""
+    from std_srvs.srv import Trigger
+    from x23d_interfaces.srv import ConfirmLevels
+
+    env = isolated_ros_env(ros_domain_id)
+    log_path = tmp_path / "bringup.log"
+    log = open(log_path, "w")  # noqa: SIM115
+    process = start_test_bringup(env, tmp_path / "sessions", log)
+    probe = Probe(ros_domain_id)
+    sessions = probe.subscribe_sessions()
+    confirm = probe.node.create_client(ConfirmLevels, "/x23d/confirm_levels")
+    reset = probe.node.create_client(Trigger, "/x23d/reset")
+
+    def record() -> dict[str, str]:
+        return {kv.key: kv.value for kv in sessions[-1].status[0].values} if sessions else {}
+
+    def call(reconstruction: str, shift: int):
+        future = confirm.call_async(
+            ConfirmLevels.Request(reconstruction=reconstruction, shift=shift)
+        )
+        assert probe.spin_until(future.done, 60), log_path.read_text()[-3000:]
+        return future.result()
+
+    def cloud_by_label() -> dict[int, np.ndarray]:
+        points = read_point_cloud(probe.clouds[-1])
+        xyz = np.stack([points["x"], points["y"], points["z"]], 1)
+        return {int(k): xyz[points["label"] == k] for k in np.unique(points["label"])}
+
+    try:
+        probe.wait_until_warm()
+        for i in range(3):
+            probe.send(case, i, 300 + i)
+        assert probe.spin_until(lambda: record().get("published") == "true", 180), (
+            log_path.read_text()[-3000:]
+        )
+        found = record()
+        assert found["levels_confirmed"] == "false" and found["level_shift"] == ""
+        assert found["levels_as_found"] == found["levels"]
+        names = found["levels"].split(",")
+        assert names and set(names) <= {"L1", "L2", "L3", "L4", "L5"}, found
+        before = cloud_by_label()
+        assert sorted(before) == sorted(int(n[1]) for n in names)
+        assert probe.spin_until(confirm.service_is_ready, 10)
+
+        # A confirmation of a spine the operator has not seen: refused, nothing re-sent.
+        clouds, records = len(probe.clouds), len(sessions)
+        refused = call("0123456789abcdef", 0)
+        assert not refused.success and "not the published spine" in refused.message
+        assert list(refused.levels) == []
+        probe.spin_until(lambda: False, 1.0)
+        assert len(probe.clouds) == clouds and len(sessions) == records
+
+        # Counted one level off: the vertebra the networks named L1 is L2. What they took for
+        # T12 is L1: the fine stage runs there, one level step above L2, and it goes out too.
+        answer = call(found["reconstruction"], 1)
+        expected = [f"L{int(n[1]) + 1}" for n in names if int(n[1]) < 5]
+        assert answer.success, answer.message
+        assert list(answer.levels) == expected
+        assert "reconstructing L1 where the count puts it" in answer.message
+        final = ["L1", *expected]
+        assert probe.spin_until(lambda: record().get("levels") == ",".join(final), 60), (
+            log_path.read_text()[-3000:]
+        )
+        counted = record()
+        assert counted["levels_confirmed"] == "true" and counted["level_shift"] == "+1"
+        assert counted["levels_as_found"] == found["levels"]
+        assert counted["reconstruction"] == found["reconstruction"]
+        assert sessions[-1].status[0].level == DiagnosticStatus.OK
+        assert "confirmed by the operator" in sessions[-1].status[0].message
+        after_labels = [int(n[1]) for n in expected]
+        assert probe.spin_until(lambda: sorted(cloud_by_label()) == [1, *after_labels], 10)
+        after = cloud_by_label()
+        for label in after_labels:  # the same bone under the counted name
+            np.testing.assert_array_equal(after[label], before[label - 1])
+        # The new L1 lies a level step above L2 (z is the patient's superior axis here).
+        step = after[1].mean(0) - after[2].mean(0)
+        assert 0.015 < np.linalg.norm(step) < 0.05 and step[2] > 0.01, step
+        l1_meshes: list = []
+        probe.node.create_subscription(Mesh, "/x23d/spine/L1/mesh", l1_meshes.append, LATCHED)
+        assert probe.spin_until(lambda: l1_meshes and len(l1_meshes[-1].triangles), 10)
+        assert probe.spin_until(
+            lambda: probe.latest_diagnostics().get("levels") == ",".join(final), 10
+        )
+        assert probe.latest_diagnostics()["levels_confirmed"] == "true"
+
+        # A second call replaces the first: back to the networks' names, confirmed.
+        again = call(found["reconstruction"], 0)
+        assert again.success and list(again.levels) == names
+        assert probe.spin_until(lambda: record().get("level_shift") == "+0", 10)
+        assert record()["levels"] == found["levels"]
+        assert probe.spin_until(lambda: sorted(cloud_by_label()) == sorted(before), 10)
+
+        # After a reset there is no spine to confirm.
+        assert probe.spin_until(reset.service_is_ready, 10)
+        future = reset.call_async(Trigger.Request())
+        assert probe.spin_until(future.done, 30) and future.result().success
+        late = call(found["reconstruction"], 1)
+        assert not late.success and "nothing is published" in late.message
+        assert probe.spin_until(
+            lambda: probe.latest_diagnostics().get("level_confirmations_refused") == "2", 10
+        )
+        assert probe.latest_diagnostics()["level_confirmations"] == "2"
+    finally:
+        stop(process)
+        log.close()
+        probe.close()

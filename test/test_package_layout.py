@@ -84,7 +84,9 @@ def test_package_xml_declares_every_ros_package_the_code_imports():
     for source in (ROOT / "x23d_ros").rglob("*.py"):
         for match in re.finditer(r"^\s*(?:from|import) (\w+)", source.read_text(), re.MULTILINE):
             top = match.group(1)
-            if top in ("rclpy", "ament_index_python") or top.endswith(("_msgs", "_srvs")):
+            if top in ("rclpy", "ament_index_python") or top.endswith(
+                ("_msgs", "_srvs", "_interfaces")
+            ):
                 imported.add(top)
     # builtin_interfaces and rcl_interfaces come with rclpy.
     missing = imported - declared - {"builtin_interfaces", "rcl_interfaces"}

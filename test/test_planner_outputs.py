@@ -327,8 +327,9 @@ def test_sensor_data_input_qos_accepts_a_best_effort_camera(case, tmp_path, ros_
 
 
 def test_the_message_packages_are_built_from_these_definitions_and_not_rebuilt(tmp_path):
-    """`make setup` built tf2_msgs, object_recognition_msgs and moveit_msgs into the venv from
-    interfaces/; a second set-up skips them; the generated TFMessage hash is upstream's."""
+    """`make setup` built tf2_msgs, object_recognition_msgs, moveit_msgs and x23d_interfaces
+    into the venv from interfaces/; a second set-up skips them; the generated TFMessage hash
+    is upstream's."""
     root = Path(__file__).parents[1]
     prefix = Path(sys.prefix)
     sys.path.insert(0, str(root / "tools"))
@@ -342,7 +343,12 @@ def test_the_message_packages_are_built_from_these_definitions_and_not_rebuilt(t
             assert stamp.read_text().strip() == build_interfaces.source_hash(package)
     description = json.loads((prefix / "share/tf2_msgs/msg/TFMessage.json").read_text())
     assert description["type_hashes"][0]["hash_string"] == UPSTREAM_TFMESSAGE_HASH
-    libs = sorted((prefix / "lib").glob("lib*_msgs__rosidl_typesupport_c.so"))
+    libs = sorted(
+        path
+        for suffix in ("_msgs", "_interfaces")
+        for path in (prefix / "lib").glob(f"lib*{suffix}__rosidl_typesupport_c.so")
+    )
+    assert any("x23d_interfaces" in path.name for path in libs), libs
     before = {p: p.stat().st_mtime_ns for p in libs}
     done = subprocess.run(
         [sys.executable, str(root / "tools" / "build_interfaces.py"), str(prefix)],

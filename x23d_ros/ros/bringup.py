@@ -33,6 +33,8 @@ class Pipeline:
         self.reconstructor = ReconstructorNode(
             on_result=self.publisher.publish, on_active=self.publisher.set_active
         )
+        # The levels an operator's count exposes are reconstructed on the same worker.
+        self.publisher.reconstruct_levels = self.reconstructor.reconstruct_levels
         self.listener = CArmListener(on_shot_set=self.reconstructor.submit, on_reset=self.reset)
         self.publisher.set_session(self.listener.session.id)
         self.nodes = (self.listener, self.reconstructor, self.publisher)
@@ -81,7 +83,8 @@ class Pipeline:
         if r.last is not None:
             for stage, ms in r.last.timings_ms.items():
                 values[f"latency_ms.{stage}"] = f"{ms:.1f}"
-            values["levels"] = ",".join(r.last.vertebrae)
+            published = self.publisher.current  # the operator's names once confirmed
+            values["levels"] = ",".join((published or r.last).vertebrae)
             values["adaptation"] = r.last.adaptation or "none"
             values["patient_orientation"] = r.last.orientation
             values["count_landmarks"] = r.last.count_landmarks

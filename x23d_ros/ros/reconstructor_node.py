@@ -11,6 +11,9 @@ Lifecycle (`rclpy.lifecycle`, services `/reconstructor/change_state`, `/get_stat
 - cleanup: free the model.
 `autostart` (bringup) drives it to active at start. A shot set handed over while a
 reconstruction runs waits; if several wait, only the newest (it holds every shot) is run.
+`reconstruct_levels` runs the fine stage alone on the last reconstruction's shots at given
+centres (the levels an operator's count exposes, `/x23d/confirm_levels`); a shot set waiting
+goes first, and makes that job moot.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import threading
 import traceback
 from collections.abc import Callable
 
+import numpy as np
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 
 from x23d_ros.pipeline import Reconstruction, Reconstructor, ShotSet, ShotSetError
@@ -91,6 +95,9 @@ class ReconstructorNode(LifecycleNode):
         self.threads = 0  # what the worker thread's networks use, once warmed up
         self._cold: Reconstructor | None = None  # configured, not yet warmed up
         self._pending: ShotSet | None = None
+        self._last_shots: ShotSet | None = None  # the shot set of `last`
+        # (shots, centres, then): the fine stage on those centres, its result to `then`.
+        self._extra: tuple | None = None
         self._wake = threading.Condition()
         self._stop = False
         self._worker = threading.Thread(target=self._loop, name="reconstructor", daemon=True)
@@ -191,12 +198,30 @@ class ReconstructorNode(LifecycleNode):
                 )
             self._wake.notify()
 
+    def reconstruct_levels(
+        self,
+        identity: str,
+        centres: dict[str, np.ndarray],
+        then: Callable[[Reconstruction], None],
+    ) -> bool:
+        """Queue the fine stage alone at `centres` (level → mm, the poses' frame) on the shots
+        of the last reconstruction, if that is `identity` (`Reconstruction.identity`), and
+        return at once; the worker hands the result to `then`. False (nothing queued) when
+        the last reconstruction is another, or there is none."""
+        with self._wake:
+            if self.last is None or self.last.identity != identity or self._last_shots is None:
+                return False
+            self._extra = (self._last_shots, dict(centres), then)
+            self._wake.notify()
+        return True
+
     def cancel(self, session: str) -> None:
         """A new session began: drop a waiting shot set of any other session (one already
         running finishes; the publisher refuses its result)."""
         with self._wake:
             pending = self._pending
             self.last = None  # diagnostics: nothing of the old session is published
+            self._last_shots = self._extra = None
             if pending is not None and pending.session != session:
                 self._pending = None
                 self.get_logger().info(
@@ -231,15 +256,23 @@ class ReconstructorNode(LifecycleNode):
                 while (
                     not self._stop
                     and self._cold is None
-                    and (self._pending is None or not self.active)
+                    and ((self._pending is None and self._extra is None) or not self.active)
                 ):
                     self._wake.wait()
                 if self._stop:
                     return
                 cold, self._cold = self._cold, None
                 shot_set, reconstructor = self._pending, self.reconstructor
+                extra = None
+                if cold is None:
+                    extra, self._extra = self._extra, None
+                    if shot_set is not None:  # a new shot set makes a job on the old one's moot
+                        extra = None
             if cold is not None:
                 self._warm_up(cold)
+                continue
+            if extra is not None:
+                self._run_extra(reconstructor, *extra)
                 continue
             try:
                 recon = reconstructor.reconstruct(shot_set)
@@ -254,7 +287,8 @@ class ReconstructorNode(LifecycleNode):
                 self.get_logger().error(f"reconstruction failed: {traceback.format_exc()}")
             else:
                 self.runs += 1
-                self.last = recon
+                with self._wake:
+                    self.last, self._last_shots = recon, shot_set
                 timings = ", ".join(f"{k} {v:.0f} ms" for k, v in recon.timings_ms.items())
                 self.get_logger().info(
                     f"{len(recon.vertebrae)} vertebrae from {recon.views} shots; {timings}"
@@ -277,6 +311,30 @@ class ReconstructorNode(LifecycleNode):
             with self._wake:
                 if self._pending is shot_set:
                     self._pending = None
+
+    def _run_extra(
+        self,
+        reconstructor: Reconstructor,
+        shots: ShotSet,
+        centres: dict[str, np.ndarray],
+        then: Callable[[Reconstruction], None],
+    ) -> None:
+        """`reconstruct_levels`' job, on the worker thread."""
+        try:
+            recon = reconstructor.reconstruct(shots, centres=centres)
+        except Exception as error:  # the shots were read once: a fault of ours; keep going
+            self.last_error = f"reconstructing {', '.join(centres)}: {error!r}"
+            self.get_logger().error(f"reconstructing levels failed: {traceback.format_exc()}")
+            return
+        self.get_logger().info(
+            f"{', '.join(recon.vertebrae) or 'nothing'} reconstructed at given centres "
+            f"({', '.join(centres)} asked)"
+        )
+        try:
+            then(recon)
+        except Exception as error:
+            self.last_error = f"publishing failed: {error!r}"
+            self.get_logger().error(f"publishing failed: {traceback.format_exc()}")
 
     def destroy_node(self) -> None:
         """Stop the worker, letting a reconstruction that runs finish (its result is not

@@ -19,7 +19,19 @@ the spine, in `reference_frame`, in metres:
   acquisition stamps, and `imaged_at`: the newest) and which weights the published spine comes
   from, or that the current session has nothing published yet; and `count_landmarks`, whether
   the shots show bone where the sacrum or T12 should be (`x23d_ros.landmarks`): with neither,
-  the status is WARN and says to confirm the level (with one, it is no proof of the count).
+  the status is WARN and says to confirm the level (with one, it is no proof of the count);
+  `reconstruction` (the spine's identity), and whether an operator confirmed its levels.
+- `/x23d/confirm_levels` (x23d_interfaces/srv/ConfirmLevels): the operator's count of the
+  published spine. It names the spine (`reconstruction` from `/x23d/session`: any other is
+  refused) and by how many levels the networks' names are off (0: confirmed as they are);
+  the spine goes out again under the counted names (collision object ids, frames, mesh
+  topics), a level that leaves L1–L5 withdrawn, and `/x23d/session` says `levels_confirmed`.
+  A lumbar level that the shift exposes (their "T12" is L1 after +1; their "sacrum" is L5
+  after -1) is reconstructed where the count puts it (the fine stage alone, one level step
+  beyond the found levels: `reconstruct_levels`) and the spine goes out once more with it.
+  A new reconstruction, a reset or a new session publishes unconfirmed names again. Without
+  the x23d_interfaces package (a full ROS 2 install that did not build it) there is no
+  service, and diagnostics say `level_confirmation: unavailable`.
 Outputs are stamped with the time they are published: the spine is fixed in
 `reference_frame` (a reference array on the patient), so a planner must look up
 `robot_base → reference_frame` at the latest time, not at the acquisition time (with a
@@ -52,7 +64,13 @@ from visualization_msgs.msg import Marker, MarkerArray
 
 from x23d_ros import __version__
 from x23d_ros.anatomy import LEVELS
-from x23d_ros.pipeline import NO_LANDMARK_NOTE, Reconstruction
+from x23d_ros.pipeline import (
+    NO_LANDMARK_NOTE,
+    Reconstruction,
+    describe_shift,
+    expected_centres,
+    levels_exposed,
+)
 from x23d_ros.ros import cdr
 from x23d_ros.ros import planner_scene as ps
 from x23d_ros.ros import spine_messages as sm
@@ -98,6 +116,7 @@ COLLISION_QOS = QoSProfile(
 )
 TF_STATIC_QOS = LATCHED  # what tf2_ros.StaticTransformBroadcaster offers
 SESSION_TOPIC = "/x23d/session"
+CONFIRM_SERVICE = "/x23d/confirm_levels"
 
 
 @contextmanager
@@ -174,17 +193,39 @@ class SpinePublisher(Node):
         self.dropped = 0  # reconstructions of a session no longer current
         self.collision_fallbacks = 0  # levels whose collision mesh is a padded hull or box
         self.session = ""  # the current session ("": any, until one is set)
+        # What is on the topics now (None: nothing), and the same spine as the networks named
+        # it (what a confirmation renames).
+        self.current: Reconstruction | None = None
+        self.found: Reconstruction | None = None
+        self.confirmations = 0
+        self.confirmations_refused = 0
+        self._confirmation = 0  # counts confirmations: a late result of an older one is moot
+        # (identity, centres, then) -> queued: the fine stage alone on the published spine's
+        # shots (`ReconstructorNode.reconstruct_levels`; bringup wires it).
+        self.reconstruct_levels: Callable[..., bool] | None = None
         self._lock = threading.Lock()
+        self.confirm_service = None
+        try:
+            from x23d_interfaces.srv import ConfirmLevels
+        except ImportError as error:  # a full ROS 2 install that did not build it
+            self.get_logger().warning(
+                f"{CONFIRM_SERVICE} unavailable: x23d_interfaces is not installed ({error}); "
+                "levels cannot be confirmed"
+            )
+        else:
+            self.confirm_service = self.create_service(
+                ConfirmLevels, CONFIRM_SERVICE, self._srv_confirm
+            )
         self._send_tf([])
         self.create_timer(self.p.diagnostics_period_s, self._diagnose)
 
-    def publish(self, recon: Reconstruction) -> bool:
-        """Publish `recon` on every output; False (nothing sent) while inactive or when
-        `recon` is not the current session's."""
+    def publish(self, recon: Reconstruction, still: Callable[[], bool] | None = None) -> bool:
+        """Publish `recon` on every output; False (nothing sent) while inactive, when `recon`
+        is not the current session's, or when `still` (checked under the lock) says no."""
         stamp = self.get_clock().now().to_msg()
         frame = self.p.reference_frame
         with self._lock:  # before seconds of collision meshes are spent on it
-            if not self._publishable(recon):
+            if not self._publishable(recon) or (still is not None and not still()):
                 return False
         collision_meshes = None
         if self.collision is not None:  # outside the lock: decimation takes a while
@@ -196,8 +237,8 @@ class SpinePublisher(Node):
                 self.get_logger().warning(f"collision mesh {fallback}: larger than needed")
             self.collision_fallbacks += len(fallbacks)
         with self._lock, gc_paused():
-            if not self._publishable(recon):  # again: a reset may have come meanwhile
-                return False
+            if not self._publishable(recon) or (still is not None and not still()):
+                return False  # again: a reset may have come meanwhile
             prefix = self.p.object_id_prefix
             # Everything is made before anything goes out: an error leaves every output as it
             # was (and the planner's objects and frames as they were).
@@ -239,8 +280,93 @@ class SpinePublisher(Node):
             self._send_tf(transforms)
             self.points.publish(cloud)  # last: it marks "complete"
             self.published += 1
+            if recon.level_shift is None:
+                self._confirmation += 1  # a level still being reconstructed for one is moot
+                if self.current is not None and self.current.level_shift is not None:
+                    self.get_logger().warning(
+                        "a new reconstruction replaces the confirmed spine: its levels are "
+                        "the networks' names, unconfirmed"
+                    )
+                self.found = recon
+            self.current = recon
             self._send_session(recon, stamp)
         return True
+
+    def confirm(self, reconstruction: str, shift: int) -> tuple[bool, str, list[str]]:
+        """The operator's count of the published spine (`CONFIRM_SERVICE`): success, what
+        happened (or why not), the levels published after. `reconstruction` must be the
+        identity of the spine on the topics (`/x23d/session`); `shift` moves the networks'
+        names (`Reconstruction.with_level_shift`)."""
+        with self._lock:
+            found = self.found
+            current = self.current
+        why = ""
+        if found is None or current is None:
+            why = f"nothing is published in session {self.session}"
+        elif reconstruction != found.identity:
+            why = (
+                f"reconstruction {reconstruction or '(empty)'} is not the published spine "
+                f"({found.identity}, session {found.session})"
+            )
+        elif abs(int(shift)) >= 5:
+            why = f"a shift of {int(shift):+d} leaves no lumbar level"
+        else:
+            renamed = found.with_level_shift(int(shift))
+            if not renamed.vertebrae:
+                why = (
+                    f"{describe_shift(int(shift))} leaves none of the published levels "
+                    f"({', '.join(found.vertebrae)}) in L1–L5"
+                )
+        if why:
+            self.confirmations_refused += 1
+            self.get_logger().warning(f"level confirmation refused: {why}")
+            return False, why, []
+        with self._lock:
+            self._confirmation += 1
+            generation = self._confirmation
+        if not self.publish(renamed):  # a reset or a new reconstruction came meanwhile
+            self.confirmations_refused += 1
+            why = "the spine changed while the confirmation was made: look again"
+            return False, why, []
+        self.confirmations += 1
+        message = (
+            f"levels confirmed: {describe_shift(int(shift))}; published "
+            f"{', '.join(renamed.vertebrae)}"
+        )
+        if len(renamed.vertebrae) < len(found.vertebrae):
+            message += "; " + renamed.notes[-1]  # which were withdrawn
+        exposed = [n for n in levels_exposed(int(shift)) if n not in renamed.vertebrae]
+        if exposed:
+            message += "; " + self._reconstruct_exposed(renamed, exposed, generation)
+        self.get_logger().info(message)
+        return True, message, list(renamed.vertebrae)
+
+    def _reconstruct_exposed(
+        self, renamed: Reconstruction, exposed: list[str], generation: int
+    ) -> str:
+        """Queue the levels a shift exposes where the count puts them; what is done."""
+        if self.reconstruct_levels is None:
+            return f"{', '.join(exposed)} not reconstructed: no reconstructor to ask"
+        if len(renamed.vertebrae) < 2:
+            return f"{', '.join(exposed)} not reconstructed: two levels are needed to go on from"
+        centres = expected_centres(renamed.vertebrae, exposed)
+
+        def then(extra: Reconstruction) -> None:
+            merged = renamed.with_levels(extra, exposed)
+            if not self.publish(merged, still=lambda: self._confirmation == generation):
+                self.get_logger().info(
+                    f"{', '.join(exposed)} not published: the spine or its count changed"
+                )
+
+        if not self.reconstruct_levels(renamed.identity, centres, then):
+            return f"{', '.join(exposed)} not reconstructed: the reconstructor holds other shots"
+        return f"reconstructing {', '.join(exposed)} where the count puts it"
+
+    def _srv_confirm(self, request, response):
+        response.success, response.message, response.levels = self.confirm(
+            request.reconstruction, request.shift
+        )
+        return response
 
     def _publishable(self, recon: Reconstruction) -> bool:
         """Whether `recon` may go out now (active, and of the current session); logged and
@@ -253,6 +379,14 @@ class SpinePublisher(Node):
             self.get_logger().warning(
                 f"reconstruction of session {recon.session or '(none)'} dropped: "
                 f"session {self.session} is current"
+            )
+            return False
+        if recon.level_shift is not None and (
+            self.found is None or self.found.identity != recon.identity
+        ):
+            self.get_logger().warning(
+                f"confirmed levels of reconstruction {recon.identity} not published: the "
+                "spine on the topics is no longer that one"
             )
             return False
         return True
@@ -280,6 +414,8 @@ class SpinePublisher(Node):
                 for message in ps.removals(self.objects, frame, stamp):
                     self.collision.publish(message)
             removed, self.objects = len(self.objects), {}
+            self.current = self.found = None
+            self._confirmation += 1  # a level still being reconstructed is moot
             self._send_tf([])
             self.markers.publish(
                 MarkerArray(
@@ -304,6 +440,8 @@ class SpinePublisher(Node):
             values.update(
                 published="true",
                 session=recon.session,
+                # The spine's identity, for /x23d/confirm_levels to name.
+                reconstruction=recon.identity,
                 shots=str(len(recon.shot_stamps)),
                 shot_stamps=",".join("" if t is None else f"{t:.9f}" for t in recon.shot_stamps),
                 imaged_at="" if recon.stamp is None else f"{recon.stamp:.9f}",
@@ -319,6 +457,11 @@ class SpinePublisher(Node):
                 # the names rest on the vertebrae's shapes alone. Never proof of the count.
                 count_landmarks=recon.count_landmarks,
                 **{f"landmark_shots.{k}": str(v) for k, v in recon.landmark_shots.items()},
+                # Whether an operator confirmed the names by counting (/x23d/confirm_levels),
+                # the shift they gave, and the networks' names for the same vertebrae.
+                levels_confirmed=str(recon.level_shift is not None).lower(),
+                level_shift="" if recon.level_shift is None else f"{recon.level_shift:+d}",
+                levels_as_found=",".join(recon.levels_as_found or recon.vertebrae),
             )
         message = (
             f"spine of session {values['session']}"
@@ -328,6 +471,8 @@ class SpinePublisher(Node):
         no_landmark = recon is not None and recon.no_landmark
         if no_landmark:
             message += f": {NO_LANDMARK_NOTE}"
+        elif recon is not None and recon.level_shift is not None:
+            message += f": levels confirmed by the operator ({describe_shift(recon.level_shift)})"
         status = DiagnosticStatus(
             level=DiagnosticStatus.WARN if no_landmark else DiagnosticStatus.OK,
             name="x23d_ros: session",
@@ -396,6 +541,14 @@ class SpinePublisher(Node):
             "collision_objects_resent": str(self.resent),
             "reconstructions_dropped": str(self.dropped),
             "collision_fallbacks": str(self.collision_fallbacks),
+            # /x23d/confirm_levels: "available" or "unavailable" (no x23d_interfaces), and
+            # how the published levels stand.
+            "level_confirmation": "available" if self.confirm_service else "unavailable",
+            "levels_confirmed": str(
+                self.current is not None and self.current.level_shift is not None
+            ).lower(),
+            "level_confirmations": str(self.confirmations),
+            "level_confirmations_refused": str(self.confirmations_refused),
             # How meshes, markers and collision objects go out: "cdr" (from their arrays) or
             # "objects".
             "mesh_encoding": "cdr" if self.cdr else "objects",
