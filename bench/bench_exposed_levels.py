@@ -4,8 +4,10 @@ count puts it.
 When the surgeon counts the published spine one level off (`/x23d/confirm_levels` with a
 shift), one end level has no name the networks gave: after −1 their "L2" is L1 and the real
 L5 is the one they took for the sacrum; after +1 the real L1 is the one they took for T12.
-The publisher then runs the fine stage alone at `pipeline.expected_centres` (one local level
-step beyond the nearest two found levels) and publishes that level too.
+The publisher then runs the fine stage alone (`pipeline.exposed_job`): at every published
+level's centre and, for the exposed level, one local level step beyond its neighbour
+(`pipeline.expected_centres`), the gate judging it as it judges the networks' levels; and
+publishes that level too if it passes.
 
 This measures that path on held-out cases whose end levels the product found: for L1 (placed
 from L2 and L3) and for L5 (from L4 and L3), the fine stage at the extrapolated centre against
@@ -24,6 +26,7 @@ import argparse
 import json
 import platform
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -33,12 +36,7 @@ from bench_model import RESULTS, heldout, shot_size
 
 from x23d_ros.data.dataset import ShotDataset
 from x23d_ros.evaluate import score, true_centres
-from x23d_ros.pipeline import (
-    Reconstructor,
-    ShotSetError,
-    expected_centres,
-    shot_set_from_case,
-)
+from x23d_ros.pipeline import Reconstructor, ShotSetError, exposed_job, shot_set_from_case
 
 #: The held-out sets (bench_model's): whole lumbar spines in view, so both ends can be scored.
 SETS = {
@@ -68,8 +66,13 @@ def measure(reconstructor: Reconstructor, data: Path, cases: int) -> dict:
                 continue
             if not all(n in recon.vertebrae for n in near):
                 continue
-            placed = expected_centres({n: recon.vertebrae[n] for n in near}, [end])[end]
-            extra = reconstructor.reconstruct(shots, centres={end: placed})
+            others = {n: v for n, v in recon.vertebrae.items() if n != end}
+            centres, _ = exposed_job(replace(recon, vertebrae=others), [end])
+            placed = centres[end]
+            try:
+                extra = reconstructor.reconstruct(shots, centres=centres, judge_given=True)
+            except ShotSetError:  # the gate refused the set: the level is not published
+                extra = replace(recon, vertebrae={})
             counted = score(extra, labels, affine)[end]
             rows[end].append(
                 {
@@ -136,9 +139,10 @@ def main() -> None:
         f"Weights SHA-256 `{result['weights_sha256'][:16]}…`; 3 views (AP + lateral + oblique), "
         f"synthetic domain, the first {args.cases} cases of each held-out set whose end level "
         "the product found with its two neighbours. `product`: the product's own reconstruction "
-        "of the level (the coarse stage's centre); `counted`: the fine stage alone at "
-        "`pipeline.expected_centres` from the two neighbours (what `/x23d/confirm_levels` "
-        "publishes for a level its shift exposes). Command: "
+        "of the level (the coarse stage's centre); `counted`: what `/x23d/confirm_levels` "
+        "publishes for a level its shift exposes (`pipeline.exposed_job`: the fine stage at "
+        "the other levels' centres and one local step beyond the neighbour, the gate judging "
+        "it; F1 0 when the gate drops it). Command: "
         f"`.venv/bin/python bench/bench_exposed_levels.py --cases {args.cases}`.",
         "",
         "| set | level | cases | F1 product | F1 counted | ASSD product | ASSD counted "

@@ -59,7 +59,10 @@ def test_a_shift_of_one_moves_every_name_down_and_withdraws_what_leaves_the_lumb
     assert np.array_equal(counted.vertebrae["L2"].frame, found.vertebrae["L1"].frame)
     assert np.array_equal(counted.vertebrae["L5"].vertices, found.vertebrae["L4"].vertices)
     assert counted.agreement == {"L2": 0.9, "L3": 0.8, "L4": pytest.approx(0.7), "L5": 0.6}
-    assert counted.level_shift == 1 and counted.levels_as_found == list(found.vertebrae)
+    assert counted.level_shift == 1
+    # Aligned with the published names: what the networks called each.
+    assert counted.levels_as_found == ["L1", "L2", "L3", "L4"]
+    assert found.levels_as_found == list(found.vertebrae)
     assert "withdrawn by the level shift (L5 as found)" in counted.notes[-1]
     # The same spine (its identity), and the found one untouched.
     assert counted.identity == found.identity and found.level_shift is None
@@ -97,6 +100,8 @@ def test_the_identity_changes_with_the_shots_the_weights_and_the_session():
         {"weights_sha256": "cd" * 32},
         {"session": "s2"},
         {"adaptation": "style transfer style.pt 1a2b3c4d"},
+        {"orientation": "estimated"},
+        {"patient_axes": np.diag([1.0, -1.0, -1.0])},
     ):
         other = _found()
         for key, value in change.items():
@@ -124,13 +129,13 @@ def test_an_exposed_level_is_placed_one_local_step_beyond_its_two_neighbours():
     # Beyond L2 by the step L3 → L2; beyond L4 by the step L3 → L4.
     np.testing.assert_allclose(placed["L1"], [0.0, -2.0, 0.0])
     np.testing.assert_allclose(placed["L5"], [0.0, 22.0, -132.0])
-    # Two steps beyond (L1 from L3 and L4), and across a gap: the line through all.
-    two = expected_centres({n: vertebrae[n] for n in ("L3", "L4")}, ["L1"])
-    np.testing.assert_allclose(two["L1"], [0.0, -6.0, -4.0])
+    # More than one step beyond the found levels: not placed.
+    assert expected_centres({n: vertebrae[n] for n in ("L3", "L4")}, ["L1", "L2"]).keys() == {"L2"}
+    # One step beyond L2 whose inner neighbour L3 is missing: the step of the line through all.
     gap = expected_centres({n: vertebrae[n] for n in ("L2", "L4", "L5")}, ["L1"])
     for axis, values in ((1, y), (2, z)):
-        line = np.polyfit([2, 4, 5], [values[n] for n in ("L2", "L4", "L5")], 1)
-        assert gap["L1"][axis] == pytest.approx(np.polyval(line, 1.0))
+        slope = np.polyfit([2, 4, 5], [values[n] for n in ("L2", "L4", "L5")], 1)[0]
+        assert gap["L1"][axis] == pytest.approx(values["L2"] - slope)
     with pytest.raises(ValueError, match="two levels"):
         expected_centres({"L3": vertebrae["L3"]}, ["L1"])
 
@@ -149,8 +154,60 @@ def test_levels_reconstructed_where_the_count_puts_them_join_the_confirmed_spine
     assert list(whole.vertebrae) == ["L1", "L2", "L3", "L4", "L5"] and whole.missing == []
     assert whole.vertebrae["L1"] is extra.vertebrae["L1"] and whole.agreement["L1"] == 0.8
     assert whole.level_shift == 1 and whole.identity == counted.identity
+    assert whole.levels_as_found == ["-", "L1", "L2", "L3", "L4"]
     assert "L1 reconstructed where the operator's count puts it" in whole.notes[-1]
     # A level the fine stage did not reconstruct there stays missing, and says so.
     empty = replace(extra, vertebrae={}, missing=["L1", *extra.missing])
     partial = counted.with_levels(empty, ["L1"])
     assert partial.missing == ["L1"] and "L1: not reconstructed" in partial.notes[-1]
+
+
+def test_the_publisher_never_puts_out_a_confirmation_of_a_spine_it_no_longer_holds(ros_domain_id):
+    """The guards of `SpinePublisher.confirm` (a real node, in this process): a confirmed
+    spine goes out only while the spine it renames is the one on the topics; a new
+    reconstruction brings back unconfirmed names; a result for an older confirmation (`still`)
+    and any confirmation after a reset are dropped."""
+    import rclpy
+    from test_spine_messages import reconstruction
+
+    from x23d_ros.ros.spine_publisher import SpinePublisher
+
+    first = replace(reconstruction(), session="s1", shot_stamps=[1.0, 2.0, 3.0])
+    second = replace(first, shot_stamps=[1.0, 2.0, 3.0, 4.0])  # a fourth shot came
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=ros_domain_id)
+    try:
+        publisher = SpinePublisher(context=context)
+        publisher.set_session("s1")
+        publisher.set_active(True)
+        assert publisher.publish(first)
+        ok, message, levels = publisher.confirm(first.identity, -1)  # their L2 is L1
+        assert ok and levels == ["L1", "L3"], message
+        assert publisher.current.level_shift == -1
+        assert publisher.current.vertebrae["L1"].frame is first.vertebrae["L2"].frame
+        # Only one level step beyond a published level is placed: L5 (their "sacrum") is two
+        # steps beyond L3, so it is said, not reconstructed.
+        assert "L5 not reconstructed: more than one level beyond" in message
+        # A confirmation made for the first spine, arriving after the second went out: dropped.
+        stale = first.with_level_shift(-1)
+        assert publisher.publish(second)
+        assert publisher.current.level_shift is None  # the networks' names again
+        assert not publisher.publish(stale)
+        assert publisher.current is not None and publisher.current.identity == second.identity
+        ok, message, _ = publisher.confirm(first.identity, 0)
+        assert not ok and "not the published spine" in message
+        # A result queued by a confirmation that another one has since replaced: dropped.
+        assert publisher.confirm(second.identity, 1)[0]
+        generation = publisher._confirmation
+        assert publisher.confirm(second.identity, 0)[0]
+        late = second.with_level_shift(1)
+        assert not publisher.publish(late, still=lambda: publisher._confirmation == generation)
+        assert publisher.current.level_shift == 0
+        # After a reset (a new session), nothing to confirm.
+        publisher.withdraw("reset", session="s2")
+        ok, message, _ = publisher.confirm(second.identity, 0)
+        assert not ok and "nothing is published" in message
+        assert not publisher.publish(second.with_level_shift(0))
+        assert (publisher.confirmations, publisher.confirmations_refused) == (3, 2)
+    finally:
+        rclpy.shutdown(context=context)

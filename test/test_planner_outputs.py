@@ -168,6 +168,10 @@ def test_a_late_volatile_planner_gets_every_vertebra_and_reset_removes_them(
             assert np.all(v.min(0) - 0.01 < body) and np.all(body < v.max(0) + 0.01)
         pairs = {(t["parent"], t["child"]) for t in view["tf_static"]}
         assert pairs == {("robot_base", "patient_ref")} | {("patient_ref", i) for i in IDS}
+        # The session record came with them: this spine, its levels not yet confirmed.
+        record = view["session"]
+        assert record["published"] == "true" and record["levels_confirmed"] == "false"
+        assert len(record["reconstruction"]) == 16 and record["levels"] == ",".join(LEVELS)
 
         # A transient-local subscriber (a tf2 listener) gets them in ONE TFMessage.
         assert probe.spin_until(lambda: probe.tf and len(probe.tf[-1].transforms) > 1, 10)

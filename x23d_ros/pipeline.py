@@ -74,25 +74,46 @@ def expected_centres(
     vertebrae: dict[str, VertebraSurface], names: list[str]
 ) -> dict[str, np.ndarray]:
     """Where the levels `names` should be (mm), from the grid centres of the levels in
-    `vertebrae` (at least two): on from the two nearest levels when they are neighbours (the
-    local step, which follows the lordosis), else on the straight line through all
-    (`levels.fit_line`)."""
+    `vertebrae` (at least two), for those of `names` one level beyond a level of `vertebrae`
+    (others are left out: further than one step the guess is not trusted): on from that level
+    by the step from its inner neighbour when that is in `vertebrae` (the local step, which
+    follows the lordosis), else by the straight line through all (`levels.fit_line`)."""
     centres = {n: np.asarray(v.centre_mm, float) for n, v in vertebrae.items()}
     if len(centres) < 2:
         raise ValueError(f"expected_centres needs two levels, not {sorted(centres)}")
     order = sorted(centres, key=LEVELS.get)
-    origin, step = levels.fit_line(centres, LEVEL_NAMES)
+    step = levels.fit_line(centres, LEVEL_NAMES)[1]  # per level, caudal
     out = {}
     for name in names:
         k = LEVELS[name]
-        near = order[:2] if k < LEVELS[order[0]] else order[-2:] if k > LEVELS[order[-1]] else []
-        if near and LEVELS[near[1]] - LEVELS[near[0]] == 1:
-            local = centres[near[1]] - centres[near[0]]  # one level caudal
-            end = near[0] if k < LEVELS[near[0]] else near[1]
-            out[name] = centres[end] + (k - LEVELS[end]) * local
-        else:  # beyond a gap, or inside the found range
-            out[name] = origin + k * step
+        outward = -1 if k < LEVELS[order[0]] else 1 if k > LEVELS[order[-1]] else 0
+        end = LEVEL_NAMES[k - 1 - outward] if outward else ""
+        if end not in centres:  # inside the found range, or more than a step beyond it
+            continue
+        inner = LEVEL_NAMES[LEVELS[end] - 1 - outward] if 1 <= LEVELS[end] - outward <= 5 else ""
+        if inner in centres:
+            out[name] = centres[end] + (centres[end] - centres[inner])
+        else:
+            out[name] = centres[end] + outward * step
     return out
+
+
+def exposed_job(
+    confirmed: Reconstruction, exposed: list[str]
+) -> tuple[dict[str, np.ndarray], list[str]]:
+    """How a confirmed reconstruction's `exposed` levels (`levels_exposed`) are made: the
+    centres to run the fine stage on (`Reconstructor.reconstruct(..., centres,
+    judge_given=True)`): every published level's grid centre, so that the new levels' frames
+    follow the spine and the gate judges them among their neighbours, and those of `exposed`
+    one level step beyond a published level (`expected_centres`); and the levels of `exposed`
+    left out (further than that). Nothing to run (empty centres) below two published levels."""
+    if len(confirmed.vertebrae) < 2:
+        return {}, list(exposed)
+    placed = expected_centres(confirmed.vertebrae, exposed)
+    if not placed:
+        return {}, list(exposed)
+    centres = {n: np.asarray(v.centre_mm, float) for n, v in confirmed.vertebrae.items()}
+    return centres | placed, [n for n in exposed if n not in placed]
 
 
 #: Above this RMS residual (cosines) the shots' answers about the patient's axes disagree
@@ -290,8 +311,9 @@ class Reconstruction:
     # The operator's count (`with_level_shift`): None while the names are the networks' and
     # unconfirmed; else by how many levels they were moved (0: confirmed as they were).
     level_shift: int | None = None
-    # The names the networks gave the published levels, in order (`with_level_shift`).
-    levels_as_found: list[str] = field(default_factory=list)
+    # Per published level, the name the networks gave it ("": placed by the operator's
+    # count, `with_levels`); empty while the names are the networks' (`with_level_shift`).
+    names_found: dict[str, str] = field(default_factory=dict)
 
     @property
     def identity(self) -> str:
@@ -299,7 +321,8 @@ class Reconstruction:
         of its session, its shots' stamps and its weights, so the same shots through the same
         weights give the same identity (after a restart too) and anything else another."""
         key = "|".join(
-            [self.session, self.weights_sha256, self.adaptation]
+            [self.session, self.weights_sha256, self.adaptation, self.orientation]
+            + [f"{v:.6f}" for v in np.asarray(self.patient_axes, float).ravel()]
             + ["" if t is None else f"{t:.9f}" for t in self.shot_stamps]
         )
         return hashlib.sha256(key.encode()).hexdigest()[:16]
@@ -317,6 +340,7 @@ class Reconstruction:
             raise ValueError(f"a level shift of {shift:+d} leaves no lumbar level")
         renamed: dict[str, VertebraSurface] = {}
         agreement: dict[str, float] = {}
+        names_found: dict[str, str] = {}
         left_out = []
         for name, vertebra in self.vertebrae.items():
             index = LEVELS[name] + shift
@@ -325,6 +349,7 @@ class Reconstruction:
                 continue
             new = LEVEL_NAMES[index - 1]
             renamed[new] = replace(vertebra, level=new)
+            names_found[new] = name
             if name in self.agreement:
                 agreement[new] = self.agreement[name]
         notes = [*self.notes, f"levels confirmed by the operator's count: {describe_shift(shift)}"]
@@ -340,7 +365,7 @@ class Reconstruction:
             agreement=agreement,
             notes=notes,
             level_shift=shift,
-            levels_as_found=list(self.vertebrae),
+            names_found=names_found,
         )
 
     def with_levels(self, extra: Reconstruction, names: list[str]) -> Reconstruction:
@@ -349,9 +374,11 @@ class Reconstruction:
         did not reconstruct stays missing."""
         vertebrae = dict(self.vertebrae)
         agreement = dict(self.agreement)
+        names_found = dict(self.names_found)
         added = [n for n in names if n in extra.vertebrae and n not in vertebrae]
         for name in added:
             vertebrae[name] = extra.vertebrae[name]
+            names_found[name] = ""
             if name in extra.agreement:
                 agreement[name] = extra.agreement[name]
         notes = list(self.notes)
@@ -362,14 +389,27 @@ class Reconstruction:
             )
         lost = [n for n in names if n not in added]
         if lost:
-            notes.append(f"{', '.join(lost)}: not reconstructed where the count puts them")
+            why = [n for n in extra.notes if n.split(":")[0] in lost]  # e.g. the gate's
+            notes.append(
+                f"{', '.join(lost)}: not reconstructed where the count puts "
+                f"{'them' if len(lost) > 1 else 'it'}" + (f" ({'; '.join(why)})" if why else "")
+            )
         return replace(
             self,
             vertebrae=dict(sorted(vertebrae.items(), key=lambda item: LEVELS[item[0]])),
             missing=[name for name in LEVEL_NAMES if name not in vertebrae],
             agreement=agreement,
-            notes=notes + [n for n in extra.notes if n not in notes and n not in self.notes],
+            notes=notes,
+            names_found=names_found,
         )
+
+    @property
+    def levels_as_found(self) -> list[str]:
+        """Per published level, in order, the name the networks gave it ("-": placed by the
+        operator's count)."""
+        if self.level_shift is None:
+            return list(self.vertebrae)
+        return [self.names_found.get(n, "") or "-" for n in self.vertebrae]
 
     @property
     def landmarks_in_view(self) -> list[str]:
@@ -600,10 +640,13 @@ class Reconstructor:
         shot_set: ShotSet,
         seed: int = 0,
         centres: dict[str, np.ndarray] | None = None,
+        judge_given: bool = False,
     ) -> Reconstruction:
         """`centres` (mm, the poses' frame), when given, place the fine grids instead of the
         coarse stage (which then does not run): only those levels are reconstructed. The
-        benchmark uses it to score the fine stage alone, on the true boxes.
+        benchmark uses it to score the fine stage alone, on the true boxes. The gate's
+        reprojection check judges such levels only with `judge_given` (levels placed where an
+        operator's count puts them, which may not be in the shots).
 
         The networks work in the patient's axes: `shot_set.patient_axes` (R_ref_patient) when
         given, else those the orientation estimator reads from the shots, else the poses'
@@ -627,10 +670,10 @@ class Reconstructor:
             orientation = "reference"
         if R is not None and not np.allclose(R, np.eye(3)):
             recon = self._reconstruct_turned(
-                shot_set, np.asarray(R, float), seed, centres, timings, clock
+                shot_set, np.asarray(R, float), seed, centres, timings, clock, judge_given
             )
         else:
-            recon = self._reconstruct_here(shot_set, seed, centres, timings, clock)
+            recon = self._reconstruct_here(shot_set, seed, centres, timings, clock, judge_given)
         recon.adaptation = adaptation
         recon.orientation = orientation
         recon.notes = notes + recon.notes
@@ -671,7 +714,13 @@ class Reconstructor:
         return estimate.R_ref_patient, notes
 
     def _reconstruct_here(
-        self, shot_set: ShotSet, seed: int, centres, timings: dict, clock: _Clock
+        self,
+        shot_set: ShotSet,
+        seed: int,
+        centres,
+        timings: dict,
+        clock: _Clock,
+        judge_given: bool = False,
     ) -> Reconstruction:
         """`reconstruct` with the poses in the patient's axes and the shots in the weights'
         domain."""
@@ -702,7 +751,9 @@ class Reconstructor:
         rng = np.random.default_rng(seed)
         found = [n for n in LEVEL_NAMES if n in grids]
         masks = {n: surface.largest_component(grids[n][0] >= 0.5) for n in found}
-        agreement = self._agreement(views, shot_set, grids, masks, given is not None)
+        agreement = self._agreement(
+            views, shot_set, grids, masks, given is not None and not judge_given
+        )
         clock.lap("gate")
         limit = self.gate_limits.min_agreement if self.gate_limits else None
         for name in found:
@@ -836,7 +887,14 @@ class Reconstructor:
         return replace(shot_set, shots=shots, domain=self.domain), name
 
     def _reconstruct_turned(
-        self, shot_set, R_ref_patient, seed, centres, timings: dict, clock: _Clock
+        self,
+        shot_set,
+        R_ref_patient,
+        seed,
+        centres,
+        timings: dict,
+        clock: _Clock,
+        judge_given: bool = False,
     ) -> Reconstruction:
         """`_reconstruct_here` on the shots turned into the patient's axes (R_ref_patient, in
         the poses' frame), the results turned back. The shots were validated, gated and
@@ -851,7 +909,7 @@ class Reconstructor:
         turned = replace(shot_set, shots=shots)
         if centres is not None:
             centres = {n: R_ref_patient.T @ np.asarray(c, float) for n, c in centres.items()}
-        recon = self._reconstruct_here(turned, seed, centres, timings, clock)
+        recon = self._reconstruct_here(turned, seed, centres, timings, clock, judge_given)
         recon.patient_axes = R_ref_patient.copy()
         for name, v in recon.vertebrae.items():
             recon.vertebrae[name] = replace(

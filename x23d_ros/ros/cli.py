@@ -155,6 +155,12 @@ def _demo_ros(out: Path) -> dict:
         f"  a planner joining late (MoveIt QoS, own process) received collision objects "
         f"{', '.join(view['collision_objects'])} and /tf_static {'; '.join(view['tf_static'])}"
     )
+    record = view["session"]
+    print(
+        f"  and the session record: reconstruction {record['reconstruction']}, levels "
+        f"{record['levels']}, confirmed by a person: {record['levels_confirmed']} "
+        "(/x23d/confirm_levels records the surgeon's count)"
+    )
     fluoro = summary.get("fluoroscopy")
     if fluoro and "error" in fluoro:
         print(f"Fluoroscopy replay FAILED: {fluoro['error']}", file=sys.stderr)

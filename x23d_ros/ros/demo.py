@@ -12,7 +12,8 @@ It writes:
     demo_out/points.ply                            the cloud (x, y, z; label, confidence)
     demo_out/spine.png                             per replay, the shots with the meshes'
                                                    outlines, and a 3D view
-    demo_out/planner_view.json                     what the late planner received
+    demo_out/planner_view.json                     what the late planner received (and
+                                                   the /x23d/session record)
     demo_out/summary.json                          per-level surface distance to the ground
                                                    truth, latency, the process's diagnostics;
                                                    the same for the fluoroscopy replay
@@ -207,9 +208,16 @@ def run(out: Path, timeout_s: float = 300.0, fluoroscopy: bool = True) -> dict:
         what = "" if got.planner is None else got.planner.stdout + got.planner.stderr
         raise RuntimeError(f"the planner's view is incomplete: {what}")
     view = json.loads((out / "planner_view.json").read_text())
+    record = view["session"]
     summary["planner_view"] = {
         "collision_objects": [o["id"] for o in view["collision_objects"]],
         "tf_static": [f"{t['parent']} -> {t['child']}" for t in view["tf_static"]],
+        # Which spine this is and whether a person confirmed its level names (the demo does
+        # not: a planner waits for levels_confirmed before it acts on a name).
+        "session": {
+            k: record.get(k, "")
+            for k in ("session", "reconstruction", "levels", "levels_confirmed", "count_landmarks")
+        },
     }
     rows = [(DEMO_BAG, got.meshes, "synthetic-domain shots (the demo bag)")]
     if fluoroscopy:  # its failure is reported in the summary; the main replay's results stand

@@ -2,11 +2,15 @@
 
 It subscribes as MoveIt's planning scene monitor does (`/collision_object`: reliable,
 volatile, so it gets objects only because the publisher re-sends them on a new match) and as a
-tf2 listener does (`/tf_static`: reliable, transient local). It applies ADD/REMOVE in order,
-waits until `--objects` objects are in the scene and a TFMessage has come, then writes JSON:
+tf2 listener does (`/tf_static`: reliable, transient local), and reads the latched
+`/x23d/session` record, which says which reconstruction the spine is and whether its levels
+are confirmed. It applies ADD/REMOVE in order, waits until `--objects` objects are in the
+scene, a TFMessage has come and the session record says a spine is published, then writes
+JSON:
 
     {"collision_objects": [{"id", "frame_id", "vertices", "triangles", "subframes"}],
-     "tf_static": [{"parent", "child"}]}
+     "tf_static": [{"parent", "child"}],
+     "session": {key: value of the record}}
 
 vertices in metres (rounded to 0.1 mm), triangles as vertex indices, subframes by name with
 position (m) and orientation (x, y, z, w). Exit status 1 when the scene was not complete in time.
@@ -23,11 +27,12 @@ import time
 from pathlib import Path
 
 import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
 from moveit_msgs.msg import CollisionObject
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from tf2_msgs.msg import TFMessage
 
-from x23d_ros.ros.spine_publisher import TF_STATIC_QOS
+from x23d_ros.ros.spine_publisher import LATCHED, SESSION_TOPIC, TF_STATIC_QOS
 
 # moveit2's PlanningSceneMonitor subscribes to collision_object with rclcpp::ServicesQoS():
 # reliable, volatile, keep last 10 (moveit_ros/planning/planning_scene_monitor/src/
@@ -66,8 +71,24 @@ class PlannerView:
         self.objects: dict[str, CollisionObject] = {}
         self.operations: list[tuple[str, int]] = []
         self.tf: list[TFMessage] = []
+        self.sessions: list[DiagnosticArray] = []
         node.create_subscription(CollisionObject, "/collision_object", self._on_object, MOVEIT_QOS)
         node.create_subscription(TFMessage, "/tf_static", self.tf.append, TF_STATIC_QOS)
+        node.create_subscription(DiagnosticArray, SESSION_TOPIC, self.sessions.append, LATCHED)
+
+    @property
+    def session(self) -> dict[str, str]:
+        """The newest session record's values ({} before one came)."""
+        if not self.sessions or not self.sessions[-1].status:
+            return {}
+        return {kv.key: kv.value for kv in self.sessions[-1].status[0].values}
+
+    def complete(self, objects: int) -> bool:
+        return (
+            len(self.objects) >= objects
+            and bool(self.tf)
+            and self.session.get("published") == "true"
+        )
 
     def _on_object(self, msg: CollisionObject) -> None:
         op = msg.operation[0] if isinstance(msg.operation, bytes) else int(msg.operation)
@@ -84,6 +105,7 @@ class PlannerView:
             "tf_static": [
                 {"parent": t.header.frame_id, "child": t.child_frame_id} for t in transforms
             ],
+            "session": self.session,
         }
 
 
@@ -100,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     view = PlannerView(node)
     end = time.monotonic() + args.timeout_s
     try:
-        while time.monotonic() < end and not (len(view.objects) >= args.objects and view.tf):
+        while time.monotonic() < end and not view.complete(args.objects):
             rclpy.spin_once(node, timeout_sec=0.1)
         for _ in range(5):  # anything sent right behind
             rclpy.spin_once(node, timeout_sec=0.05)
@@ -109,10 +131,13 @@ def main(argv: list[str] | None = None) -> int:
         rclpy.try_shutdown()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(view.as_json()))
-    complete = len(view.objects) >= args.objects and bool(view.tf)
+    complete = view.complete(args.objects)
+    record = view.session
     print(
         f"planner view: {len(view.objects)} collision objects, "
-        f"{len(view.as_json()['tf_static'])} static frames -> {args.out}"
+        f"{len(view.as_json()['tf_static'])} static frames, reconstruction "
+        f"{record.get('reconstruction', '(no session record)')} levels confirmed: "
+        f"{record.get('levels_confirmed', '?')} -> {args.out}"
     )
     return 0 if complete else 1
 

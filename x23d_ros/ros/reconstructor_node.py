@@ -98,6 +98,7 @@ class ReconstructorNode(LifecycleNode):
         self._last_shots: ShotSet | None = None  # the shot set of `last`
         # (shots, centres, then): the fine stage on those centres, its result to `then`.
         self._extra: tuple | None = None
+        self._running_extra = False
         self._wake = threading.Condition()
         self._stop = False
         self._worker = threading.Thread(target=self._loop, name="reconstructor", daemon=True)
@@ -230,7 +231,9 @@ class ReconstructorNode(LifecycleNode):
                 )
 
     def busy(self) -> bool:
-        return self.active and self._pending is not None
+        return self.active and (
+            self._pending is not None or self._extra is not None or self._running_extra
+        )
 
     def _warm_up(self, reconstructor: Reconstructor) -> None:
         import torch
@@ -319,13 +322,19 @@ class ReconstructorNode(LifecycleNode):
         centres: dict[str, np.ndarray],
         then: Callable[[Reconstruction], None],
     ) -> None:
-        """`reconstruct_levels`' job, on the worker thread."""
+        """`reconstruct_levels`' job, on the worker thread; the gate judges the levels."""
+        self._running_extra = True
         try:
-            recon = reconstructor.reconstruct(shots, centres=centres)
+            recon = reconstructor.reconstruct(shots, centres=centres, judge_given=True)
+        except ShotSetError as error:  # the gate refused the set with these levels
+            self.get_logger().warning(f"levels at given centres not reconstructed: {error}")
+            return
         except Exception as error:  # the shots were read once: a fault of ours; keep going
             self.last_error = f"reconstructing {', '.join(centres)}: {error!r}"
             self.get_logger().error(f"reconstructing levels failed: {traceback.format_exc()}")
             return
+        finally:
+            self._running_extra = False
         self.get_logger().info(
             f"{', '.join(recon.vertebrae) or 'nothing'} reconstructed at given centres "
             f"({', '.join(centres)} asked)"

@@ -68,7 +68,7 @@ from x23d_ros.pipeline import (
     NO_LANDMARK_NOTE,
     Reconstruction,
     describe_shift,
-    expected_centres,
+    exposed_job,
     levels_exposed,
 )
 from x23d_ros.ros import cdr
@@ -344,23 +344,39 @@ class SpinePublisher(Node):
     def _reconstruct_exposed(
         self, renamed: Reconstruction, exposed: list[str], generation: int
     ) -> str:
-        """Queue the levels a shift exposes where the count puts them; what is done."""
+        """Queue the levels a shift exposes where the count puts them (one level step beyond
+        a published level at most); what is done. The fine stage runs on every published
+        level's centre too, so the new level's frame follows the spine, and the gate judges
+        it as it judges the networks' levels."""
+        centres, far = exposed_job(renamed, exposed)
+        names = [n for n in exposed if n not in far]
+        said = (
+            f"{', '.join(far)} not reconstructed: more than one level beyond the published "
+            "ones, or fewer than two published"
+            if far
+            else ""
+        )
+        if not names:
+            return said
         if self.reconstruct_levels is None:
-            return f"{', '.join(exposed)} not reconstructed: no reconstructor to ask"
-        if len(renamed.vertebrae) < 2:
-            return f"{', '.join(exposed)} not reconstructed: two levels are needed to go on from"
-        centres = expected_centres(renamed.vertebrae, exposed)
+            done = f"{', '.join(names)} not reconstructed: no reconstructor to ask"
+            return "; ".join(x for x in (done, said) if x)
 
         def then(extra: Reconstruction) -> None:
-            merged = renamed.with_levels(extra, exposed)
+            merged = renamed.with_levels(extra, names)
+            if merged.missing and any(n in merged.missing for n in names):
+                self.get_logger().warning(merged.notes[-1])
             if not self.publish(merged, still=lambda: self._confirmation == generation):
                 self.get_logger().info(
-                    f"{', '.join(exposed)} not published: the spine or its count changed"
+                    f"{', '.join(names)} not published: the spine or its count changed"
                 )
 
         if not self.reconstruct_levels(renamed.identity, centres, then):
-            return f"{', '.join(exposed)} not reconstructed: the reconstructor holds other shots"
-        return f"reconstructing {', '.join(exposed)} where the count puts it"
+            done = f"{', '.join(names)} not reconstructed: the reconstructor holds other shots"
+        else:
+            it = "them" if len(names) > 1 else "it"
+            done = f"reconstructing {', '.join(names)} where the count puts {it}"
+        return "; ".join(x for x in (done, said) if x)
 
     def _srv_confirm(self, request, response):
         response.success, response.message, response.levels = self.confirm(
@@ -461,7 +477,7 @@ class SpinePublisher(Node):
                 # the shift they gave, and the networks' names for the same vertebrae.
                 levels_confirmed=str(recon.level_shift is not None).lower(),
                 level_shift="" if recon.level_shift is None else f"{recon.level_shift:+d}",
-                levels_as_found=",".join(recon.levels_as_found or recon.vertebrae),
+                levels_as_found=",".join(recon.levels_as_found),
             )
         message = (
             f"spine of session {values['session']}"
