@@ -697,7 +697,8 @@ def test_the_operator_confirms_or_corrects_the_level_names_of_the_published_spin
 ):
     """`/x23d/confirm_levels`: a confirmation that names another spine is refused and changes
     nothing; a count one level off renames every output (cloud labels, mesh topics, session
-    record) without moving the anatomy, and withdraws a level that leaves L1–L5; a second call
+    record) without moving the anatomy, withdraws a level that leaves L1–L5 and reconstructs
+    the one it exposes; after a crash the same spine comes back as counted; a second call
     replaces the first; after a reset there is nothing to confirm."""
     from std_srvs.srv import Trigger
     from x23d_interfaces.srv import ConfirmLevels
@@ -784,6 +785,26 @@ def test_the_operator_confirms_or_corrects_the_level_names_of_the_published_spin
         )
         assert probe.latest_diagnostics()["levels_confirmed"] == "true"
 
+        # A crash: the restarted process resumes the session, reconstructs the same shots and
+        # publishes them as the operator counted them (the count is kept with the session).
+        process.send_signal(signal.SIGKILL)
+        process.wait(10)
+        before_restart = len(sessions)
+        process = start_test_bringup(env, tmp_path / "sessions", log)
+        assert probe.spin_until(
+            lambda: (
+                len(sessions) > before_restart
+                and record().get("levels_confirmed") == "true"
+                and record().get("levels") == ",".join(final)
+            ),
+            240,
+        ), log_path.read_text()[-3000:]
+        restored = record()
+        assert restored["reconstruction"] == found["reconstruction"]
+        assert restored["level_shift"] == "+1" and restored["session"] == found["session"]
+        assert "applied again" in log_path.read_text()
+        assert probe.spin_until(confirm.service_is_ready, 30)
+
         # A second call replaces the first: back to the networks' names, confirmed.
         again = call(found["reconstruction"], 0)
         assert again.success and list(again.levels) == names
@@ -797,8 +818,9 @@ def test_the_operator_confirms_or_corrects_the_level_names_of_the_published_spin
         assert probe.spin_until(future.done, 30) and future.result().success
         late = call(found["reconstruction"], 1)
         assert not late.success and "nothing is published" in late.message
+        # (Counted since the restart: the count applied again, the call with 0, the late one.)
         assert probe.spin_until(
-            lambda: probe.latest_diagnostics().get("level_confirmations_refused") == "2", 10
+            lambda: probe.latest_diagnostics().get("level_confirmations_refused") == "1", 10
         )
         assert probe.latest_diagnostics()["level_confirmations"] == "2"
     finally:

@@ -144,3 +144,15 @@ def test_a_session_too_old_to_resume_is_judged_by_its_record_alone(tmp_path):
     fresh, why = ShotSession.resume(tmp_path, max_age_s=1800, now=updated + 12 * 3600)
     assert fresh.id != session.id and "old" in why
     assert session.folder.exists() and not any(tmp_path.glob("*.set-aside"))
+
+
+def test_the_operators_count_is_kept_with_the_session_and_a_damaged_one_is_ignored(tmp_path):
+    session = ShotSession(tmp_path / "s")
+    assert session.level_confirmation() is None
+    session.add(_shot(0.0))
+    session.record_confirmation("0123456789abcdef", -1)
+    reopened = ShotSession(tmp_path / "s")
+    assert reopened.level_confirmation() == ("0123456789abcdef", -1)
+    assert len(reopened) == 1
+    reopened.meta["level_confirmation"] = {"reconstruction": "x"}  # a hand edit: no shift
+    assert reopened.level_confirmation() is None

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,6 +147,7 @@ class ShotSession:
         read (a damaged session.json or shot file)."""
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
+        self._meta_lock = threading.Lock()  # the listener and the publisher write session.json
         meta_path = self.folder / "session.json"
         if meta_path.exists():
             self.meta = read_meta(self.folder)
@@ -274,6 +276,25 @@ class ShotSession:
             self.meta["domain"] = domain
             self._write_meta(touch=False)
 
+    def record_confirmation(self, reconstruction: str, shift: int) -> None:
+        """Keep the operator's count of the spine `reconstruction` (`/x23d/confirm_levels`:
+        its identity and the shift), so that a restart that publishes the same spine again
+        publishes it as counted."""
+        self.meta["level_confirmation"] = {
+            "reconstruction": str(reconstruction),
+            "shift": int(shift),
+        }
+        self._write_meta(touch=False)
+
+    def level_confirmation(self) -> tuple[str, int] | None:
+        """The count kept by `record_confirmation` (identity, shift), or None (none kept, or
+        not readable: a session written by hand)."""
+        value = self.meta.get("level_confirmation")
+        try:
+            return str(value["reconstruction"]), int(value["shift"])
+        except (TypeError, KeyError, ValueError):
+            return None
+
     def record_reconstruction(self) -> None:
         self.meta["reconstructions"] += 1
         self._write_meta()
@@ -291,12 +312,13 @@ class ShotSession:
             return Shot(z["image"], z["K"], z["T_ref_source"], None if np.isnan(stamp) else stamp)
 
     def _write_meta(self, touch: bool = True) -> None:
-        self.meta["shots"] = len(self.shots)
-        if touch:
-            self.meta["updated"] = time.time()
-        tmp = self.folder / "session.json.tmp"
-        tmp.write_text(json.dumps(self.meta, indent=1))
-        os.replace(tmp, self.folder / "session.json")
+        with self._meta_lock:
+            self.meta["shots"] = len(self.shots)
+            if touch:
+                self.meta["updated"] = time.time()
+            tmp = self.folder / "session.json.tmp"
+            tmp.write_text(json.dumps(self.meta, indent=1))
+            os.replace(tmp, self.folder / "session.json")
 
 
 def _checked_meta(meta) -> dict:

@@ -37,6 +37,12 @@ class Pipeline:
         self.publisher.reconstruct_levels = self.reconstructor.reconstruct_levels
         self.listener = CArmListener(on_shot_set=self.reconstructor.submit, on_reset=self.reset)
         self.publisher.set_session(self.listener.session.id)
+        # The operator's count is kept with the session: a restart publishes the same spine
+        # as counted (the reconstructor starts below, so before the resumed spine goes out).
+        self.publisher.stored = self.listener.session.level_confirmation()
+        self.publisher.on_confirmed = lambda identity, shift: (
+            self.listener.session.record_confirmation(identity, shift)
+        )
         self.nodes = (self.listener, self.reconstructor, self.publisher)
         if self.reconstructor.p.autostart and not self.reconstructor.start():
             self.reconstructor.get_logger().error(

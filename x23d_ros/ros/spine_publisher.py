@@ -29,7 +29,9 @@ the spine, in `reference_frame`, in metres:
   A lumbar level that the shift exposes (their "T12" is L1 after +1; their "sacrum" is L5
   after -1) is reconstructed where the count puts it (the fine stage alone, one level step
   beyond the found levels: `reconstruct_levels`) and the spine goes out once more with it.
-  A new reconstruction, a reset or a new session publishes unconfirmed names again. Without
+  A new reconstruction, a reset or a new session publishes unconfirmed names again; the count
+  is kept with the session (bringup: `on_confirmed`, `stored`), so a restart that publishes
+  the same spine again applies it again. Without
   the x23d_interfaces package (a full ROS 2 install that did not build it) there is no
   service, and diagnostics say `level_confirmation: unavailable`.
 Outputs are stamped with the time they are published: the spine is fixed in
@@ -203,6 +205,10 @@ class SpinePublisher(Node):
         # (identity, centres, then) -> queued: the fine stage alone on the published spine's
         # shots (`ReconstructorNode.reconstruct_levels`; bringup wires it).
         self.reconstruct_levels: Callable[..., bool] | None = None
+        # The operator's count kept with the session (identity, shift), applied again when
+        # the same spine is published again (a restart); and where a new count is kept.
+        self.stored: tuple[str, int] | None = None
+        self.on_confirmed: Callable[[str, int], None] | None = None
         self._lock = threading.Lock()
         self.confirm_service = None
         try:
@@ -290,6 +296,19 @@ class SpinePublisher(Node):
                 self.found = recon
             self.current = recon
             self._send_session(recon, stamp)
+            again = (
+                self.stored
+                if recon.level_shift is None
+                and self.stored is not None
+                and self.stored[0] == recon.identity
+                else None
+            )
+        if again is not None:  # the same shots and weights as a spine the operator counted
+            message = self.confirm(*again)[1]
+            self.get_logger().info(
+                f"the operator's count kept with the session ({describe_shift(again[1])}) "
+                f"applied again: {message}"
+            )
         return True
 
     def confirm(self, reconstruction: str, shift: int) -> tuple[bool, str, list[str]]:
@@ -329,6 +348,13 @@ class SpinePublisher(Node):
             why = "the spine changed while the confirmation was made: look again"
             return False, why, []
         self.confirmations += 1
+        if self.on_confirmed is not None:
+            try:
+                self.on_confirmed(found.identity, int(shift))
+            except Exception as error:  # the count holds now; only a restart would forget it
+                self.get_logger().error(f"the count could not be kept with the session: {error!r}")
+        with self._lock:
+            self.stored = (found.identity, int(shift))
         message = (
             f"levels confirmed: {describe_shift(int(shift))}; published "
             f"{', '.join(renamed.vertebrae)}"
@@ -423,6 +449,8 @@ class SpinePublisher(Node):
         frame = self.p.reference_frame
         with self._lock:
             if session is not None:
+                if session != self.session:
+                    self.stored = None  # another session's count
                 self.session = session
             if deactivate:
                 self.active = False
