@@ -203,11 +203,18 @@ def test_the_publisher_never_puts_out_a_confirmation_of_a_spine_it_no_longer_hol
         late = second.with_level_shift(1)
         assert not publisher.publish(late, still=lambda: publisher._confirmation == generation)
         assert publisher.current.level_shift == 0
-        # After a reset (a new session), nothing to confirm.
+        # The count is kept (with the networks' names): the same spine published again (a
+        # restart, a reactivation) goes out as counted; the same shots named otherwise do not.
+        assert publisher.stored == (second.identity, 0, ["L2", "L4"])
+        assert publisher.publish(second) and publisher.current.level_shift == 0
+        renamed = replace(second, vertebrae={"L3": second.vertebrae["L2"]})
+        assert publisher.publish(renamed) and publisher.current.level_shift is None
+        # After a reset (a new session), nothing to confirm, and the kept count is gone.
         publisher.withdraw("reset", session="s2")
+        assert publisher.stored is None
         ok, message, _ = publisher.confirm(second.identity, 0)
         assert not ok and "nothing is published" in message
         assert not publisher.publish(second.with_level_shift(0))
-        assert (publisher.confirmations, publisher.confirmations_refused) == (3, 2)
+        assert (publisher.confirmations, publisher.confirmations_refused) == (4, 2)
     finally:
         rclpy.shutdown(context=context)

@@ -73,6 +73,23 @@ def test_given_centres_place_the_fine_grids_and_only_those_levels_are_made(case,
         reconstructor.reconstruct(shot_set_from_case(case), centres={"T12": truth["L1"]})
 
 
+def test_levels_placed_by_the_caller_are_judged_by_the_gate_only_when_asked(case, reconstructor):
+    """`judge_given` (the levels an operator's count exposes, `pipeline.exposed_job`): a level
+    placed 40 cm below the spine, in no shot, is reported missing (the gate's reprojection
+    agreement is undefined there), with its reason, although the fine stage draws a vertebra
+    there; without it (the benchmark's true boxes) nothing is judged."""
+    truth = true_centres(case["labels"].numpy(), case["affine"].numpy())
+    centres = {n: truth[n] for n in ("L2", "L3", "L4")}
+    centres["L5"] = truth["L5"] + np.array([0.0, 0.0, -400.0])
+    shots = shot_set_from_case(case)
+    judged = reconstructor.reconstruct(shots, centres=centres, judge_given=True)
+    assert {"L2", "L3", "L4"} <= set(judged.vertebrae) and "L5" in judged.missing
+    assert set(judged.agreement) == set(centres)
+    assert any(n.startswith("L5:") and "no shot shows half" in n for n in judged.notes)
+    plain = reconstructor.reconstruct(shots, centres=centres)
+    assert plain.agreement == {} and "L5" in plain.vertebrae  # drawn from nothing
+
+
 def _level_centred_case(tmp_path_factory, seed: int) -> dict:
     """A case whose 3 shots (128²) centre on a random point along the lumbar spine."""
     out = tmp_path_factory.mktemp(f"pipeline_level_{seed}")

@@ -150,9 +150,9 @@ def test_the_operators_count_is_kept_with_the_session_and_a_damaged_one_is_ignor
     session = ShotSession(tmp_path / "s")
     assert session.level_confirmation() is None
     session.add(_shot(0.0))
-    session.record_confirmation("0123456789abcdef", -1)
+    session.record_confirmation("0123456789abcdef", -1, ["L2", "L3"])
     reopened = ShotSession(tmp_path / "s")
-    assert reopened.level_confirmation() == ("0123456789abcdef", -1)
+    assert reopened.level_confirmation() == ("0123456789abcdef", -1, ["L2", "L3"])
     assert len(reopened) == 1
-    reopened.meta["level_confirmation"] = {"reconstruction": "x"}  # a hand edit: no shift
+    reopened.meta["level_confirmation"] = {"reconstruction": "x", "shift": 1}  # no names
     assert reopened.level_confirmation() is None

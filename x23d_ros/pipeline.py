@@ -646,7 +646,8 @@ class Reconstructor:
         coarse stage (which then does not run): only those levels are reconstructed. The
         benchmark uses it to score the fine stage alone, on the true boxes. The gate's
         reprojection check judges such levels only with `judge_given` (levels placed where an
-        operator's count puts them, which may not be in the shots).
+        operator's count puts them, which may not be in the shots): then a level that no shot
+        shows half of is reported missing, whatever `min_agreement` says.
 
         The networks work in the patient's axes: `shot_set.patient_axes` (R_ref_patient) when
         given, else those the orientation estimator reads from the shots, else the poses'
@@ -759,6 +760,15 @@ class Reconstructor:
         for name in found:
             prob, affine = grids[name]
             mask = masks[name]
+            if judge_given and given is not None and np.isnan(agreement.get(name, 0.0)):
+                # Placed by the caller (an operator's count), and no shot shows half of what
+                # the fine stage drew there: it would be drawn from nothing.
+                notes.append(
+                    f"{name}: placed by the caller, and no shot shows half of it (reprojection "
+                    "agreement undefined): reported missing"
+                )
+                missing.append(name)
+                continue
             if limit is not None and name in agreement and agreement[name] < limit:
                 notes.append(
                     f"{name}: its reprojection disagrees with the shots (agreement "

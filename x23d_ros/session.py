@@ -276,22 +276,25 @@ class ShotSession:
             self.meta["domain"] = domain
             self._write_meta(touch=False)
 
-    def record_confirmation(self, reconstruction: str, shift: int) -> None:
+    def record_confirmation(self, reconstruction: str, shift: int, names: list[str]) -> None:
         """Keep the operator's count of the spine `reconstruction` (`/x23d/confirm_levels`:
-        its identity and the shift), so that a restart that publishes the same spine again
-        publishes it as counted."""
-        self.meta["level_confirmation"] = {
-            "reconstruction": str(reconstruction),
-            "shift": int(shift),
-        }
+        its identity, the shift, and the names the networks gave the levels it moved), so
+        that the same spine published again, named the same (a restart), is published as
+        counted."""
+        kept = {"reconstruction": str(reconstruction), "shift": int(shift), "names": list(names)}
+        with self._meta_lock:  # a new key: never while the listener's write iterates the dict
+            self.meta["level_confirmation"] = kept
         self._write_meta(touch=False)
 
-    def level_confirmation(self) -> tuple[str, int] | None:
-        """The count kept by `record_confirmation` (identity, shift), or None (none kept, or
-        not readable: a session written by hand)."""
+    def level_confirmation(self) -> tuple[str, int, list[str]] | None:
+        """The count kept by `record_confirmation` (identity, shift, names), or None (none
+        kept, or not readable: a session written by hand or by an older version)."""
         value = self.meta.get("level_confirmation")
         try:
-            return str(value["reconstruction"]), int(value["shift"])
+            names = value["names"]
+            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                return None
+            return str(value["reconstruction"]), int(value["shift"]), list(names)
         except (TypeError, KeyError, ValueError):
             return None
 

@@ -40,8 +40,8 @@ class Pipeline:
         # The operator's count is kept with the session: a restart publishes the same spine
         # as counted (the reconstructor starts below, so before the resumed spine goes out).
         self.publisher.stored = self.listener.session.level_confirmation()
-        self.publisher.on_confirmed = lambda identity, shift: (
-            self.listener.session.record_confirmation(identity, shift)
+        self.publisher.on_confirmed = lambda identity, shift, names: (
+            self.listener.session.record_confirmation(identity, shift, names)
         )
         self.nodes = (self.listener, self.reconstructor, self.publisher)
         if self.reconstructor.p.autostart and not self.reconstructor.start():

@@ -271,6 +271,7 @@ class ReconstructorNode(LifecycleNode):
                     extra, self._extra = self._extra, None
                     if shot_set is not None:  # a new shot set makes a job on the old one's moot
                         extra = None
+                    self._running_extra = extra is not None  # busy() until it is published
             if cold is not None:
                 self._warm_up(cold)
                 continue
@@ -323,7 +324,18 @@ class ReconstructorNode(LifecycleNode):
         then: Callable[[Reconstruction], None],
     ) -> None:
         """`reconstruct_levels`' job, on the worker thread; the gate judges the levels."""
-        self._running_extra = True
+        try:
+            self._run_extra_job(reconstructor, shots, centres, then)
+        finally:
+            self._running_extra = False
+
+    def _run_extra_job(
+        self,
+        reconstructor: Reconstructor,
+        shots: ShotSet,
+        centres: dict[str, np.ndarray],
+        then: Callable[[Reconstruction], None],
+    ) -> None:
         try:
             recon = reconstructor.reconstruct(shots, centres=centres, judge_given=True)
         except ShotSetError as error:  # the gate refused the set with these levels
@@ -333,8 +345,6 @@ class ReconstructorNode(LifecycleNode):
             self.last_error = f"reconstructing {', '.join(centres)}: {error!r}"
             self.get_logger().error(f"reconstructing levels failed: {traceback.format_exc()}")
             return
-        finally:
-            self._running_extra = False
         self.get_logger().info(
             f"{', '.join(recon.vertebrae) or 'nothing'} reconstructed at given centres "
             f"({', '.join(centres)} asked)"

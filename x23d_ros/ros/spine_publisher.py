@@ -30,8 +30,9 @@ the spine, in `reference_frame`, in metres:
   after -1) is reconstructed where the count puts it (the fine stage alone, one level step
   beyond the found levels: `reconstruct_levels`) and the spine goes out once more with it.
   A new reconstruction, a reset or a new session publishes unconfirmed names again; the count
-  is kept with the session (bringup: `on_confirmed`, `stored`), so a restart that publishes
-  the same spine again applies it again. Without
+  is kept with the session (bringup: `on_confirmed`, `stored`), so the same spine published
+  again (a restart, `/x23d/reconstruct` without a new shot, a reactivation) with the same
+  names is published as counted again. Without
   the x23d_interfaces package (a full ROS 2 install that did not build it) there is no
   service, and diagnostics say `level_confirmation: unavailable`.
 Outputs are stamped with the time they are published: the spine is fixed in
@@ -205,10 +206,11 @@ class SpinePublisher(Node):
         # (identity, centres, then) -> queued: the fine stage alone on the published spine's
         # shots (`ReconstructorNode.reconstruct_levels`; bringup wires it).
         self.reconstruct_levels: Callable[..., bool] | None = None
-        # The operator's count kept with the session (identity, shift), applied again when
-        # the same spine is published again (a restart); and where a new count is kept.
-        self.stored: tuple[str, int] | None = None
-        self.on_confirmed: Callable[[str, int], None] | None = None
+        # The operator's count kept with the session (identity, shift, the networks' names),
+        # applied again when the same spine, named the same, is published again (a restart);
+        # and where a new count is kept.
+        self.stored: tuple[str, int, list[str]] | None = None
+        self.on_confirmed: Callable[[str, int, list[str]], None] | None = None
         self._lock = threading.Lock()
         self.confirm_service = None
         try:
@@ -301,13 +303,14 @@ class SpinePublisher(Node):
                 if recon.level_shift is None
                 and self.stored is not None
                 and self.stored[0] == recon.identity
+                and self.stored[2] == list(recon.vertebrae)
                 else None
             )
-        if again is not None:  # the same shots and weights as a spine the operator counted
-            message = self.confirm(*again)[1]
+        if again is not None:  # the same shots, weights and names as a spine counted before
+            ok, message, _ = self.confirm(again[0], again[1])
             self.get_logger().info(
                 f"the operator's count kept with the session ({describe_shift(again[1])}) "
-                f"applied again: {message}"
+                + (f"applied again: {message}" if ok else f"not applied: {message}")
             )
         return True
 
@@ -348,13 +351,14 @@ class SpinePublisher(Node):
             why = "the spine changed while the confirmation was made: look again"
             return False, why, []
         self.confirmations += 1
+        names = list(found.vertebrae)
         if self.on_confirmed is not None:
             try:
-                self.on_confirmed(found.identity, int(shift))
+                self.on_confirmed(found.identity, int(shift), names)
             except Exception as error:  # the count holds now; only a restart would forget it
                 self.get_logger().error(f"the count could not be kept with the session: {error!r}")
         with self._lock:
-            self.stored = (found.identity, int(shift))
+            self.stored = (found.identity, int(shift), names)
         message = (
             f"levels confirmed: {describe_shift(int(shift))}; published "
             f"{', '.join(renamed.vertebrae)}"
@@ -390,7 +394,10 @@ class SpinePublisher(Node):
 
         def then(extra: Reconstruction) -> None:
             merged = renamed.with_levels(extra, names)
-            if merged.missing and any(n in merged.missing for n in names):
+            if all(n in merged.missing for n in names):  # nothing to add: nothing re-sent
+                self.get_logger().warning(merged.notes[-1])
+                return
+            if any(n in merged.missing for n in names):
                 self.get_logger().warning(merged.notes[-1])
             if not self.publish(merged, still=lambda: self._confirmation == generation):
                 self.get_logger().info(
