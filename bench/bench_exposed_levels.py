@@ -6,8 +6,8 @@ shift), one end level has no name the networks gave: after −1 their "L2" is L1
 L5 is the one they took for the sacrum; after +1 the real L1 is the one they took for T12.
 The publisher then runs the fine stage alone (`pipeline.exposed_job`): at every published
 level's centre and, for the exposed level, one local level step beyond its neighbour
-(`pipeline.expected_centres`), the gate judging it as it judges the networks' levels; and
-publishes that level too if it passes.
+(`pipeline.expected_centres`), refused when no shot shows half of it; and publishes that
+level too if it passes.
 
 This measures that path on held-out cases whose end levels the product found: for L1 (placed
 from L2 and L3) and for L5 (from L4 and L3), the fine stage at the extrapolated centre against
@@ -141,8 +141,8 @@ def main() -> None:
         "the product found with its two neighbours. `product`: the product's own reconstruction "
         "of the level (the coarse stage's centre); `counted`: what `/x23d/confirm_levels` "
         "publishes for a level its shift exposes (`pipeline.exposed_job`: the fine stage at "
-        "the other levels' centres and one local step beyond the neighbour, the gate judging "
-        "it; F1 0 when the gate drops it). Command: "
+        "the other levels' centres and one local step beyond the neighbour, refused when no "
+        "shot shows half of it: F1 0). Command: "
         f"`.venv/bin/python bench/bench_exposed_levels.py --cases {args.cases}`.",
         "",
         "| set | level | cases | F1 product | F1 counted | ASSD product | ASSD counted "

@@ -376,8 +376,8 @@ class SpinePublisher(Node):
     ) -> str:
         """Queue the levels a shift exposes where the count puts them (one level step beyond
         a published level at most); what is done. The fine stage runs on every published
-        level's centre too, so the new level's frame follows the spine, and the gate judges
-        it as it judges the networks' levels."""
+        level's centre too, so the new level's frame follows the spine; one that no shot
+        shows half of is refused (`Reconstructor.reconstruct(..., judge_given=True)`)."""
         centres, far = exposed_job(renamed, exposed)
         names = [n for n in exposed if n not in far]
         said = (
