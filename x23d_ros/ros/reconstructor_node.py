@@ -276,7 +276,10 @@ class ReconstructorNode(LifecycleNode):
                 self._warm_up(cold)
                 continue
             if extra is not None:
-                self._run_extra(reconstructor, *extra)
+                try:
+                    self._run_extra(reconstructor, *extra)
+                finally:
+                    self._running_extra = False
                 continue
             try:
                 recon = reconstructor.reconstruct(shot_set)
@@ -323,19 +326,8 @@ class ReconstructorNode(LifecycleNode):
         centres: dict[str, np.ndarray],
         then: Callable[[Reconstruction], None],
     ) -> None:
-        """`reconstruct_levels`' job, on the worker thread; the gate judges the levels."""
-        try:
-            self._run_extra_job(reconstructor, shots, centres, then)
-        finally:
-            self._running_extra = False
-
-    def _run_extra_job(
-        self,
-        reconstructor: Reconstructor,
-        shots: ShotSet,
-        centres: dict[str, np.ndarray],
-        then: Callable[[Reconstruction], None],
-    ) -> None:
+        """`reconstruct_levels`' job, on the worker thread (`judge_given`: a level no shot
+        shows half of is refused)."""
         try:
             recon = reconstructor.reconstruct(shots, centres=centres, judge_given=True)
         except ShotSetError as error:  # the gate refused the set with these levels
