@@ -90,7 +90,8 @@ def expected_centres(
         end = LEVEL_NAMES[k - 1 - outward] if outward else ""
         if end not in centres:  # inside the found range, or more than a step beyond it
             continue
-        inner = LEVEL_NAMES[LEVELS[end] - 1 - outward] if 1 <= LEVELS[end] - outward <= 5 else ""
+        inner_index = LEVELS[end] - outward
+        inner = LEVEL_NAMES[inner_index - 1] if 1 <= inner_index <= len(LEVEL_NAMES) else ""
         if inner in centres:
             out[name] = centres[end] + (centres[end] - centres[inner])
         else:
@@ -357,15 +358,8 @@ class Reconstruction:
             notes.append(
                 f"withdrawn by the level shift ({', '.join(left_out)} as found): not a lumbar level"
             )
-        order = {name: LEVELS[name] for name in renamed}
-        return replace(
-            self,
-            vertebrae=dict(sorted(renamed.items(), key=lambda item: order[item[0]])),
-            missing=[name for name in LEVEL_NAMES if name not in renamed],
-            agreement=agreement,
-            notes=notes,
-            level_shift=shift,
-            names_found=names_found,
+        return self._with_vertebrae(
+            renamed, agreement=agreement, notes=notes, level_shift=shift, names_found=names_found
         )
 
     def with_levels(self, extra: Reconstruction, names: list[str]) -> Reconstruction:
@@ -394,14 +388,16 @@ class Reconstruction:
                 f"{', '.join(lost)}: not reconstructed where the count puts "
                 f"{'them' if len(lost) > 1 else 'it'}" + (f" ({'; '.join(why)})" if why else "")
             )
-        return replace(
-            self,
-            vertebrae=dict(sorted(vertebrae.items(), key=lambda item: LEVELS[item[0]])),
-            missing=[name for name in LEVEL_NAMES if name not in vertebrae],
-            agreement=agreement,
-            notes=notes,
-            names_found=names_found,
+        return self._with_vertebrae(
+            vertebrae, agreement=agreement, notes=notes, names_found=names_found
         )
+
+    def _with_vertebrae(self, vertebrae: dict[str, VertebraSurface], **changes) -> Reconstruction:
+        """A copy with `vertebrae` in level order, `missing` the levels they lack, and
+        `changes`."""
+        ordered = dict(sorted(vertebrae.items(), key=lambda item: LEVELS[item[0]]))
+        missing = [name for name in LEVEL_NAMES if name not in ordered]
+        return replace(self, vertebrae=ordered, missing=missing, **changes)
 
     @property
     def levels_as_found(self) -> list[str]:
